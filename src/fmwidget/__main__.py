@@ -1,0 +1,81 @@
+"""Command line: ``fmwidget demo`` opens the quickstart notebook; ``fmwidget layers`` lists layers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGED_NOTEBOOK = Path(__file__).resolve().parent / "notebooks" / "quickstart.ipynb"
+# An editable install (pip install -e .) runs from the checkout: use its notebook in place.
+REPO_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+
+
+def _quickstart() -> Path:
+    """The repository's notebooks/quickstart.ipynb, or a copy of the packaged one in the CWD."""
+    for here in (Path.cwd() / "notebooks" / "quickstart.ipynb", REPO_NOTEBOOK):
+        if here.is_file():
+            return here
+    target = Path.cwd() / "fmwidget-quickstart.ipynb"
+    if not target.exists():
+        shutil.copyfile(PACKAGED_NOTEBOOK, target)
+    return target
+
+
+def demo(args: argparse.Namespace) -> int:
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        print("fmwidget demo needs JupyterLab: pip install 'fmwidget[demo]' (or pip install jupyterlab)")
+        return 1
+    notebook = _quickstart()
+    cmd = [sys.executable, "-m", "jupyterlab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}"]
+    if args.no_browser:
+        cmd.append("--no-browser")
+    if args.port:
+        cmd.append(f"--port={args.port}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and Colab-like machines run as root
+    print("Opening", notebook, "in JupyterLab:", " ".join(cmd))
+    return subprocess.call(cmd, cwd=notebook.parent)
+
+
+def layers(args: argparse.Namespace) -> int:
+    from . import FeatureMapExplorer, models
+
+    if args.model == "default":
+        resolved = models.demo_model()
+        model, transform, name = resolved.module, resolved.transform, resolved.name
+    else:
+        model, transform, name = args.model, None, args.model
+    with FeatureMapExplorer(model, models.sample_image(), transform=transform, layers=args.layers) as w:
+        print(f"{name}: input {tuple(w.input_tensor.shape)}, {len(w.layer_names)} layers")
+        print(f"{'layer':40s} {'type':22s} {'output (C, H, W)':20s} weight")
+        for info in w._capture().layers:
+            weight = "x".join(map(str, info.weight_shape)) if info.weight_shape else "-"
+            print(f"{info.name:40s} {info.type:22s} {str(info.out_shape):20s} {weight}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fmwidget", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    p_demo = sub.add_parser("demo", help="open the quickstart notebook in JupyterLab")
+    p_demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p_demo.add_argument("--port", type=int, default=None)
+    p_demo.set_defaults(func=demo)
+    p_layers = sub.add_parser("layers", help="print the layer table of a model on the sample image")
+    p_layers.add_argument("model", nargs="?", default="default", help="torchvision name (default: the demo model)")
+    p_layers.add_argument("--layers", default=None, help="'all' for every module with a 4-D output")
+    p_layers.set_defaults(func=layers)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        args = parser.parse_args(["demo", *(argv or [])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

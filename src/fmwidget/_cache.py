@@ -1,0 +1,118 @@
+"""A byte-bounded LRU cache of encoded pictures, filled on demand or by a background prefetch."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Hashable
+
+__all__ = ["PictureCache"]
+
+
+class PictureCache:
+    """LRU cache bounded by bytes and entries, with one background worker for prefetching.
+
+    ``get(key, build)`` returns the cached value, waits for a prefetch of the same key that is
+    already running, or builds it in the caller's thread. ``prefetch(keys, build)`` queues
+    builds on the worker; queued ones are dropped when newer prefetches arrive, so a fast
+    slider drag never builds a backlog.
+    """
+
+    def __init__(self, max_bytes: int = 48 * 2**20, max_items: int = 256) -> None:
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self._items: OrderedDict[Hashable, object] = OrderedDict()
+        self._sizes: dict[Hashable, int] = {}
+        self._inflight: dict[Hashable, Future] = {}
+        self._lock = threading.Lock()
+        self._queued: list[tuple[Hashable, Future]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def _put(self, key: Hashable, value: object, size: int) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            self._sizes[key] = size
+            while self._items and (sum(self._sizes.values()) > self.max_bytes or len(self._items) > self.max_items):
+                old, _ = self._items.popitem(last=False)
+                self._sizes.pop(old, None)
+
+    def get(self, key: Hashable, build: Callable[[], object], size: Callable[[object], int]) -> object:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            pending = self._inflight.get(key)
+        if pending is not None:
+            try:
+                return pending.result()
+            except Exception:  # noqa: BLE001 - the prefetch failed; build here and raise here
+                pass
+        self.misses += 1
+        value = build()
+        self._put(key, value, size(value))
+        return value
+
+    def prefetch(self, keys: list, build: Callable[[Hashable], object], size: Callable[[object], int]) -> None:
+        self._cancel_queued()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmwidget-prefetch")
+        for key in keys:
+            with self._lock:
+                if key in self._items or key in self._inflight:
+                    continue
+                fut = self._pool.submit(self._run, key, build, size)
+                self._inflight[key] = fut
+            self._queued.append((key, fut))
+
+    def _cancel_queued(self) -> None:
+        for key, fut in self._queued:
+            if fut.cancel():
+                with self._lock:
+                    self._inflight.pop(key, None)
+        self._queued = []
+
+    def _run(self, key: Hashable, build: Callable[[Hashable], object], size: Callable[[object], int]) -> object:
+        try:
+            value = build(key)
+            self._put(key, value, size(value))
+            return value
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def wait(self) -> None:
+        """Block until queued prefetches are done (tests and benchmarks use this)."""
+        for _key, fut in list(self._queued):
+            if fut.cancelled():
+                continue
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - a failed prefetch is rebuilt on demand
+                pass
+
+    def clear(self) -> None:
+        self._cancel_queued()
+        with self._lock:
+            self._items.clear()
+            self._sizes.clear()
+
+    def close(self) -> None:
+        self.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,528 @@
+"""The FeatureMapExplorer widget: traits, validation, message handling, orchestration."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import pathlib
+from typing import Any
+
+import anywidget
+import torch
+import traitlets
+from traitlets import Dict, Int, List, TraitError, Unicode, observe, validate
+
+from . import attribution, capture, images, models, tiles, views
+from ._cache import PictureCache
+
+__all__ = ["FeatureMapExplorer"]
+
+_STATIC = pathlib.Path(__file__).resolve().parent / "static"
+_NOT_BUILT = """
+export default { render({ el }) {
+  el.textContent = "fmwidget: the front end is not built. From the repository run " +
+    "`npm install && npm run build` (or reinstall with `pip install -e .`).";
+} };
+"""
+
+VIEWS = ("maps", "filters", "side")
+NORMS = ("auto", "channel", "layer", "symmetric")
+CMAPS = ("auto", "gray", "viridis", "bwr")
+PAGE_SIZES = (16, 32, 64, 128, 256)
+# Set from the browser in this order, so that a channel is checked against the new layer.
+_BROWSER_KEYS = ("layer", "view", "norm", "cmap", "page_size", "channel", "page", "in_page")
+_MESSAGES = ("guided_backprop", "grad_cam", "predictions", "clear_error")
+
+
+def _choice(name: str, value: Any, options: tuple) -> Any:
+    if value not in options or isinstance(value, bool):
+        raise TraitError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, options))}.")
+    return value
+
+
+def _index(name: str, value: Any, count: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TraitError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+    if not 0 <= value < count:
+        raise TraitError(f"{name}={value} is out of range: {what} has {count}, so use 0 to {count - 1}.")
+    return value
+
+
+class FeatureMapExplorer(anywidget.AnyWidget):
+    """Explore a CNN's filters and feature maps for one image, in a notebook widget.
+
+    The model runs once with forward hooks; every offered layer's output is kept in compact
+    form, and only the current view's picture is sent to the browser.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or str
+        Any module with 2-D convolutions (it is never moved, copied or left changed), or a
+        torchvision model name loaded with its default pretrained weights, or ``"squeezenet"``
+        for the bundled ImageNet-trained SqueezeNet 1.0 (works offline).
+    img : path, URL, PIL image, numpy array, bytes or torch.Tensor
+        The image. A (3, H, W) or (1, 3, H, W) float tensor is the model input as it is;
+        anything else goes through ``transform``.
+    layers : None, "all" or list of str, optional
+        None: every ``nn.Conv2d``; "all": every module with a 4-D output; or module names.
+    transform : callable, optional
+        PIL image -> (3, H, W) tensor. Default: the weights' own transforms for a named model,
+        else resize 256 / centre-crop 224 / ImageNet mean and std (:func:`imagenet_transform`).
+    device : torch.device or str, optional
+        Where the input goes; it must match the model's device (the model is never moved).
+    labels : list of str, optional
+        Class names for :meth:`predictions` (torchvision weights' categories by default).
+    **kwargs
+        Initial values of the public traits: ``layer``, ``channel``, ``view``, ``norm``,
+        ``cmap``, ``page_size``.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> from fmwidget import FeatureMapExplorer, sample_image
+    >>> w = FeatureMapExplorer(torchvision.models.resnet18(weights=None), sample_image())
+    >>> w.layer_names[:2]
+    ['conv1', 'layer1.0.conv1']
+    >>> w.activation("conv1").shape
+    torch.Size([64, 112, 112])
+    """
+
+    _esm = _STATIC / "widget.js" if (_STATIC / "widget.js").is_file() else _NOT_BUILT
+    _css = _STATIC / "widget.css" if (_STATIC / "widget.css").is_file() else ""
+
+    layer = Unicode("", help="The current layer's name (one of layer_names).").tag(sync=True)
+    channel = Int(0, help="The selected channel of the current layer.").tag(sync=True)
+    view = Unicode("maps", help="'maps', 'filters' or 'side'.").tag(sync=True)
+    norm = Unicode("auto", help="'auto', 'channel', 'layer' or 'symmetric'.").tag(sync=True)
+    cmap = Unicode("auto", help="'auto', 'gray', 'viridis' or 'bwr'.").tag(sync=True)
+    page = Int(0, help="Page of output channels.").tag(sync=True)
+    page_size = Int(64, help="Channels per page: 16, 32, 64, 128 or 256.").tag(sync=True)
+    in_page = Int(0, help="Page of input channels in the filters view.").tag(sync=True)
+
+    _layers = List(Dict()).tag(sync=True)
+    _header = Dict().tag(sync=True)
+    _input_png = Unicode("").tag(sync=True)
+    _grid = Unicode("").tag(sync=True)
+    _grid_meta = Dict().tag(sync=True)
+    _side = Dict().tag(sync=True)
+    _attrib = Dict().tag(sync=True)
+    _status = Unicode("loading").tag(sync=True)
+    _error = Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        img: Any,
+        *,
+        layers: Any = None,
+        transform: Any = None,
+        device: Any = None,
+        labels: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        allowed = {"layer", "channel", "view", "norm", "cmap", "page_size"}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise TypeError(
+                f"FeatureMapExplorer() got unexpected keyword argument(s) {', '.join(unknown)}; "
+                f"accepted: layers, transform, device, labels, {', '.join(sorted(allowed))}."
+            )
+        resolved = models.resolve_model(model, device=device)
+        self._model = resolved.module
+        self._model_name = resolved.name
+        self._transform = transform if transform is not None else resolved.transform
+        self._labels = _check_labels(labels) if labels is not None else resolved.labels
+        self._device = device
+        self._layer_spec = layers
+        self._version = 0
+        self._ready = False
+        self._cache = PictureCache()
+        self._attrib_cache: dict = {}
+        self._cap = None
+        self._load(img)
+        first = self._cap.layers[0].name
+        initial = {"layer": first, "channel": 0, "view": "maps", "norm": "auto", "cmap": "auto"}
+        initial.update(kwargs)
+        # Everything, the first picture included, is in the traits before the comm opens, so
+        # the browser gets it with the widget's first state and displays it at once.
+        with self.hold_trait_notifications():
+            self._header = self._header_json(resolved.notes)
+            self._layers = [info.to_json() for info in self._cap.layers]
+            self._input_png = self._input_url
+            for name in ("layer", "page_size", "view", "norm", "cmap", "channel"):
+                if name in initial:
+                    setattr(self, name, initial[name])
+        self.page = self.channel // self.page_size
+        self._ready = True
+        self._refresh()
+        super().__init__()
+        self.on_msg(self._on_custom_msg)
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def layer_names(self) -> list[str]:
+        """Offered layer names, as in ``model.named_modules()``, in forward-execution order."""
+        return self._capture().names
+
+    @property
+    def input_tensor(self) -> torch.Tensor:
+        """The (1, 3, H, W) float32 tensor the model was given (a copy)."""
+        return self._x.clone()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model being explored (the user's own object)."""
+        return self._model
+
+    def activation(self, name: str) -> torch.Tensor:
+        """Exact float32 output (C, H, W) on the CPU of layer ``name`` for :attr:`input_tensor`.
+
+        The views use a compact float16 copy; this re-runs the model up to ``name`` (hooks
+        removed, mode restored) so the values are the module's true output.
+        """
+        name = capture.resolve_layer(self.layer_names, name, argname="name")
+        return capture.exact_activation(self._model, self._x, name, device=self._device)
+
+    def filters(self, name: str) -> torch.Tensor:
+        """The conv weight of layer ``name``: (C_out, C_in/groups, kH, kW), float32, CPU copy."""
+        name = capture.resolve_layer(self.layer_names, name, argname="name")
+        weight = self._weight(name)
+        if weight is None:
+            convs = [i.name for i in self._capture().layers if i.weight_shape][:5]
+            raise ValueError(
+                f"name={name!r} ({self._capture().info(name).type}) has no convolution weight; "
+                f"filters exist for nn.Conv2d layers such as {convs}."
+            )
+        return weight.clone()
+
+    def to_numpy(self, name: str | None = None):
+        """Exact activations (C, H, W) of ``name`` (default: the current layer) as a numpy array."""
+        return self.activation(name or self.layer).numpy()
+
+    def set_image(self, img: Any) -> None:
+        """Run the model on a new image and refresh every view. On error nothing changes."""
+        self._load(img)
+        with self.hold_sync():
+            self._input_png = self._input_url
+            self._attrib = {}
+            if self.layer not in self.layer_names:
+                self.layer = self.layer_names[0]
+            self._refresh()
+
+    def guided_backprop(self, name: str, channel: int) -> torch.Tensor:
+        """Guided backpropagation of ``activation(name)[channel].sum()`` to the input: (3, H, W)."""
+        name = capture.resolve_layer(self.layer_names, name, argname="name")
+        count = self._capture().info(name).out_shape[0]
+        _index_arg("channel", channel, count, f"layer {name!r}")
+        key = ("gbp", self._version, name, channel)
+        if key not in self._attrib_cache:
+            self._remember(key, attribution.guided_backprop(self._model, self._x, name, channel, device=self._device))
+        return self._attrib_cache[key].clone()
+
+    def grad_cam(self, name: str, target: int | None = None) -> torch.Tensor:
+        """Grad-CAM of class ``target`` (default: top-1) at layer ``name``: (H, W) in [0, 1]."""
+        name = capture.resolve_layer(self.layer_names, name, argname="name")
+        key = ("cam", self._version, name, target)
+        if key not in self._attrib_cache:
+            cam, _ = attribution.grad_cam(self._model, self._x, name, target, device=self._device)
+            self._remember(key, cam)
+        return self._attrib_cache[key].clone()
+
+    def predictions(self, k: int = 5) -> list[tuple[Any, float]]:
+        """Top-``k`` (label or index, probability) pairs from the captured model output."""
+        return attribution.predictions(self._capture().output, k=k, labels=self._labels)
+
+    def close(self) -> None:
+        """Free the captured activations and cached pictures, stop prefetching, close the comm."""
+        self._cache.close()
+        self._attrib_cache.clear()
+        if self._cap is not None:
+            self._cap.clear()
+        super().close()
+
+    def __enter__(self) -> "FeatureMapExplorer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- engine
+    def _capture(self) -> capture.Capture:
+        if self._cap is None or not self._cap.layers:
+            raise RuntimeError("this FeatureMapExplorer is closed; create a new one.")
+        return self._cap
+
+    def _load(self, img: Any) -> None:
+        x, display = images.prepare_input(img, self._transform)
+        cap = capture.capture(self._model, x, self._layer_spec, device=self._device)
+        # Only replace state once everything succeeded: a failure leaves the widget as it was.
+        self._x, self._cap, self._display = x, cap, display
+        self._input_url = tiles.encode_rgb(display)
+        self._version += 1
+        self._cache.clear()
+        self._attrib_cache.clear()
+
+    def _remember(self, key: tuple, value: Any) -> None:
+        if len(self._attrib_cache) >= 32:
+            self._attrib_cache.pop(next(iter(self._attrib_cache)))
+        self._attrib_cache[key] = value
+
+    def _weight(self, name: str) -> torch.Tensor | None:
+        if not self._capture().info(name).weight_shape:
+            return None
+        module = dict(self._model.named_modules())[name]
+        return module.weight.detach().to(device="cpu", dtype=torch.float32)
+
+    def _header_json(self, notes: list[str]) -> dict:
+        h, w = self._x.shape[-2:]
+        return {
+            "model": self._model_name,
+            "input_size": [int(h), int(w)],
+            "device": str(capture.model_device(self._model)),
+            "notes": list(notes),
+        }
+
+    def _info(self) -> capture.LayerInfo:
+        return self._capture().info(self.layer)
+
+    def _key(self, layer: str | None = None) -> views.GridKey:
+        norm, cmap = views.resolve_style(self.view, self.norm, self.cmap)
+        return views.GridKey(
+            self._version, self.view, layer or self.layer, self.page, self.page_size, self.in_page, norm, cmap
+        )
+
+    def _build(self, key: views.GridKey) -> tiles.Picture:
+        return views.grid_picture(self._cap, self._weight(key.layer), key)
+
+    def _grid_for(self, key: views.GridKey) -> tiles.Picture:
+        return self._cache.get(key, functools.partial(self._build, key), _picture_size)
+
+    def _refresh(self) -> None:
+        """Compute what the current view shows and send it in one message."""
+        if not self._ready:
+            return
+        try:
+            with self.hold_sync():
+                if self.view == "side":
+                    norm, cmap = views.resolve_style("side", self.norm, self.cmap)
+                    self._side = views.side_payload(
+                        self._cap, self._weight(self.layer), self.layer, self.channel, norm, cmap, self.in_page
+                    )
+                else:
+                    if self.view == "filters" and not self._info().weight_shape:
+                        raise ValueError(
+                            f"layer {self.layer!r} ({self._info().type}) has no filters; showing its "
+                            f"feature maps instead."
+                        )
+                    pic = self._grid_for(self._key())
+                    self._grid, self._grid_meta = pic.url, pic.meta
+                self._status = "ready"
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self._report(err)
+            if self.view == "filters":
+                self.view = "maps"
+            return
+        self._prefetch_neighbours()
+
+    def _prefetch_neighbours(self) -> None:
+        if self.view == "side":
+            return
+        names = self.layer_names
+        i = names.index(self.layer)
+        keys = []
+        for j in (i + 1, i - 1, i + 2):
+            if 0 <= j < len(names):
+                info = self._cap.layers[j]
+                if self.view == "filters" and not info.weight_shape:
+                    continue
+                count = info.out_shape[0] if self.view == "maps" else views.filter_rows(info)
+                page = min(self.page, views.n_pages(count, self.page_size) - 1)
+                in_count = views.filter_cols(info) if self.view == "filters" else 1
+                in_page = min(self.in_page, views.n_pages(in_count, views.IN_PAGE) - 1)
+                base = self._key(names[j])
+                keys.append(views.GridKey(**{**base.__dict__, "page": page, "in_page": in_page}))
+        self._cache.prefetch(keys, self._build, _picture_size)
+
+    def _report(self, err: BaseException) -> None:
+        self._error = f"{type(err).__name__}: {err}"
+        self._status = "ready"
+
+    # ---------------------------------------------------------------- validation
+    @validate("layer")
+    def _valid_layer(self, proposal: Any) -> str:
+        try:
+            return capture.resolve_layer(self.layer_names, proposal["value"], argname="layer")
+        except (TypeError, ValueError) as err:
+            raise TraitError(str(err)) from None
+
+    @validate("channel")
+    def _valid_channel(self, proposal: Any) -> int:
+        if not self.layer:
+            return proposal["value"]
+        info = self._info()
+        return _index("channel", proposal["value"], info.out_shape[0], f"layer {info.name!r} ({info.out_shape[0]} channels)")
+
+    @validate("view")
+    def _valid_view(self, proposal: Any) -> str:
+        return _choice("view", proposal["value"], VIEWS)
+
+    @validate("norm")
+    def _valid_norm(self, proposal: Any) -> str:
+        return _choice("norm", proposal["value"], NORMS)
+
+    @validate("cmap")
+    def _valid_cmap(self, proposal: Any) -> str:
+        return _choice("cmap", proposal["value"], CMAPS)
+
+    @validate("page_size")
+    def _valid_page_size(self, proposal: Any) -> int:
+        return _choice("page_size", proposal["value"], PAGE_SIZES)
+
+    @validate("page")
+    def _valid_page(self, proposal: Any) -> int:
+        if not self.layer:
+            return proposal["value"]
+        return _index("page", proposal["value"], self._page_count(), "this layer's view")
+
+    @validate("in_page")
+    def _valid_in_page(self, proposal: Any) -> int:
+        if not self.layer:
+            return proposal["value"]
+        count = views.n_pages(views.filter_cols(self._info()), views.IN_PAGE)
+        return _index("in_page", proposal["value"], count, "this layer's input channels (pages)")
+
+    def _page_count(self) -> int:
+        info = self._info()
+        count = views.filter_rows(info) if self.view == "filters" else info.out_shape[0]
+        return views.n_pages(max(count, 1), self.page_size)
+
+    # ---------------------------------------------------------------- reactions
+    @observe("layer", "page_size", "view")
+    def _on_layer(self, change: Any) -> None:
+        """Keep channel and pages valid for the new layer or paging, then redraw."""
+        if not self._ready:
+            return
+        with self._adjusting():
+            info = self._info()
+            if self.channel >= info.out_shape[0]:
+                self.channel = 0
+            self.page = min(self.channel // self.page_size, self._page_count() - 1)
+            if change["name"] == "layer":
+                self.in_page = 0
+        self._refresh()
+
+    @observe("channel")
+    def _on_channel(self, change: Any) -> None:
+        if not self._ready:
+            return
+        with self._adjusting():
+            page = self.channel // self.page_size
+            if page < self._page_count():
+                self.page = page
+        self._refresh()
+
+    @observe("page", "in_page", "norm", "cmap")
+    def _on_style(self, change: Any) -> None:
+        if self._ready:
+            self._refresh()
+
+    @contextlib.contextmanager
+    def _adjusting(self):
+        """Derived changes made inside do not trigger their own redraws."""
+        self._ready = False
+        try:
+            yield
+        finally:
+            self._ready = True
+
+    # ---------------------------------------------------------------- browser messages
+    def set_state(self, sync_data: Any) -> None:
+        """Apply a state update from the browser, refusing invalid fields one by one.
+
+        Refused fields leave the Python state unchanged, are sent back with their current
+        values (so the browser shows the truth again), and explain themselves in ``_error``.
+        """
+        if not isinstance(sync_data, dict):
+            self._error = f"refused a browser update that is not an object: {type(sync_data).__name__}"
+            return
+        refused, reasons = [], []
+        for key in sync_data:
+            if key not in _BROWSER_KEYS and key in self.keys:
+                refused.append(key)
+                reasons.append(f"the browser may not set {key!r}")
+            elif key not in _BROWSER_KEYS:
+                reasons.append(f"unknown field {str(key)[:40]!r} ignored")
+        for key in _BROWSER_KEYS:
+            if key not in sync_data:
+                continue
+            try:
+                super().set_state({key: sync_data[key]})
+            except (TraitError, TypeError, ValueError) as err:
+                refused.append(key)
+                reasons.append(str(err))
+        if reasons:
+            self._error = "Refused from the browser: " + "; ".join(reasons)
+        elif self._error and self._error.startswith("Refused"):
+            self._error = ""
+        if refused:
+            self.send_state(key=refused)
+
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        try:
+            if not isinstance(content, dict) or content.get("type") not in _MESSAGES:
+                kind = content.get("type") if isinstance(content, dict) else type(content).__name__
+                raise ValueError(f"unknown message {str(kind)[:40]!r}; expected one of {', '.join(_MESSAGES)}")
+            kind = content["type"]
+            if kind == "clear_error":
+                self._error = ""
+                return
+            self._status = "busy"
+            with self.hold_sync():
+                self._attrib = {**self._attrib, **self._attribution(kind, content)}
+                self._status = "ready"
+        except Exception as err:  # noqa: BLE001 - every failure is shown in the widget
+            with self.hold_sync():
+                self._report(err)
+
+    def _attribution(self, kind: str, content: dict) -> dict:
+        if kind == "predictions":
+            return {"predictions": [
+                {"index": i, "label": str(lab), "prob": p}
+                for i, (lab, p) in zip(self._top_indices(5), self.predictions(5))
+            ]}
+        if kind == "guided_backprop":
+            g = self.guided_backprop(self.layer, self.channel)
+            url = tiles.encode_rgb(attribution.normalize_for_display(g))
+            return {"gbp": {"layer": self.layer, "channel": self.channel, "url": url}}
+        target = content.get("target")
+        if target is not None:
+            target = _index_arg("target", target, self._n_classes(), "the model output (classes)")
+        cam = self.grad_cam(self.layer, target)
+        used = target if target is not None else self._top_indices(1)[0]
+        pic = tiles.render_single(cam, norm="layer", cmap="viridis", vmin=0.0, vmax=1.0)
+        label = self._labels[used] if self._labels and used < len(self._labels) else str(used)
+        return {"cam": {"layer": self.layer, "target": used, "label": label, "url": pic.url}}
+
+    def _top_indices(self, k: int) -> list[int]:
+        scores = attribution.class_scores(self._capture().output)
+        return [int(i) for i in torch.topk(scores, min(k, scores.numel())).indices]
+
+    def _n_classes(self) -> int:
+        return int(attribution.class_scores(self._capture().output).numel())
+
+
+def _index_arg(name: str, value: Any, count: int, what: str) -> int:
+    try:
+        return _index(name, value, count, what)
+    except TraitError as err:
+        raise (TypeError if "must be an int" in str(err) else ValueError)(str(err)) from None
+
+
+def _check_labels(labels: Any) -> list[str]:
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        raise TypeError("labels must be a list of class names (str), one per model output.")
+    return list(labels)
+
+
+def _picture_size(pic: tiles.Picture) -> int:
+    return len(pic.url)

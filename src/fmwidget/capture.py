@@ -1,0 +1,411 @@
+"""Layer discovery, forward hooks and the one forward pass.
+
+Everything here restores the user's model exactly: hooks are removed, every module's
+``training`` flag and every parameter's ``requires_grad`` flag come back as they were, also
+when the forward pass raises.
+
+Reused modules
+--------------
+A module that runs more than once in one forward pass (the ReLU of a torchvision ResNet block
+runs three times) is captured at its **first** call, both for the views and for
+:func:`exact_activation`. :attr:`LayerInfo.calls` records how many calls there were, so the
+widget can say so. The first call is the one that matches the module's place in the
+forward-execution order used for :attr:`Capture.layers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Capture",
+    "LayerInfo",
+    "capture",
+    "exact_activation",
+    "model_device",
+    "model_state",
+    "resolve_layer",
+]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What the views need to know about one offered layer."""
+
+    name: str
+    type: str
+    out_shape: tuple[int, int, int]
+    weight_shape: tuple[int, ...] | None
+    calls: int = 1
+    depthwise: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "out_shape": list(self.out_shape),
+            "weight_shape": list(self.weight_shape) if self.weight_shape else None,
+            "calls": self.calls,
+            "depthwise": self.depthwise,
+        }
+
+
+@dataclass
+class _Stored:
+    half: torch.Tensor  # (C, H, W) float16 on CPU, values divided by ``scale``
+    vmin: np.ndarray  # (C,) float32 exact per-channel minimum over finite values
+    vmax: np.ndarray  # (C,) float32 exact per-channel maximum over finite values
+    scale: np.ndarray  # (C,) float32 powers of two: value = half * scale
+    finite: bool
+
+
+@dataclass
+class Capture:
+    """The result of one forward pass: compact activations of every offered layer.
+
+    The views read :meth:`maps` (float16, half the float32 size) and :meth:`stats` (exact
+    float32 per-channel ranges). Exact float32 activations come from
+    :func:`exact_activation`.
+    """
+
+    layers: list[LayerInfo]
+    output: Any = None
+    _store: dict[str, _Stored] = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [info.name for info in self.layers]
+
+    def info(self, name: str) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
+    def maps(self, name: str) -> torch.Tensor:
+        """(C, H, W) float16 CPU copy of the layer's output, divided by ``stats(name)['scale']``.
+
+        Use :meth:`values` for the rescaled float32 values of some channels.
+        """
+        return self._store[name].half
+
+    def values(self, name: str, channels: Sequence[int] | None = None) -> torch.Tensor:
+        """Float32 (n, H, W) values of ``channels`` (default all), rescaled from the compact copy."""
+        s = self._store[name]
+        idx = list(range(s.half.shape[0])) if channels is None else list(channels)
+        return s.half[idx].float() * torch.from_numpy(s.scale[idx])[:, None, None]
+
+    def stats(self, name: str) -> dict:
+        """Exact float32 per-channel ``min``/``max`` (finite values only), ``scale``, ``finite``."""
+        s = self._store[name]
+        return {"min": s.vmin, "max": s.vmax, "scale": s.scale, "finite": s.finite}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the views (float16 maps plus per-channel stats)."""
+        return sum(s.half.numel() * 2 + s.vmin.nbytes + s.vmax.nbytes for s in self._store.values())
+
+    def clear(self) -> None:
+        self._store.clear()
+        self.output = None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a stateless model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def model_state(model: nn.Module) -> Iterator[list]:
+    """Snapshot the model's mode and ``requires_grad`` flags; restore them and remove hooks.
+
+    Yields a list: append every hook handle to it and it is removed on exit, whatever happens.
+    Each module's own ``training`` flag is restored (a model with mixed train/eval modules
+    comes back mixed), without calling ``train()``, which would overwrite children.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+        for param, flag in grads:
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
+
+
+def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    own = model_device(model)
+    if own.type == "meta":
+        raise ValueError(
+            "model: its parameters are on the 'meta' device, which holds no values, so there "
+            "is nothing to show. Materialise it first, e.g. model.to_empty(device='cpu') and "
+            "then model.load_state_dict(...)."
+        )
+    if device is None:
+        return own
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device; use e.g. 'cpu' or 'cuda:0'.") from err
+    stateless = next(iter(model.parameters()), None) is None and next(iter(model.buffers()), None) is None
+    if stateless:
+        return wanted
+    if wanted.type == own.type and wanted.index in (None, own.index):
+        return own
+    raise ValueError(
+        f"device={str(wanted)!r}, but the model's parameters are on {str(own)!r}. fmwidget "
+        f"never moves your model: pass device=None (the input follows the model), or move "
+        f"the model yourself with model.to({str(wanted)!r})."
+    )
+
+
+def _names(model: nn.Module) -> dict[nn.Module, str]:
+    return {module: name for name, module in model.named_modules() if name}
+
+
+def resolve_layer(names: Sequence[str], name: Any, *, argname: str = "layer") -> str:
+    """Return ``name`` if it is one of ``names``; otherwise raise a ValueError with suggestions."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argname} must be a layer name (str), got {type(name).__name__} {name!r}.")
+    if name in names:
+        return name
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(repr(n) for n in list(names)[:8]) + (", ..." if len(names) > 8 else "")
+    raise ValueError(f"{argname}={name!r} is not one of the offered layers ({shown}).{hint}")
+
+
+def _candidates(model: nn.Module, layers: Any) -> tuple[dict[nn.Module, str], bool]:
+    """Modules to hook, and whether the user named them explicitly."""
+    named = _names(model)
+    if layers is None:
+        convs = {m: n for m, n in named.items() if isinstance(m, nn.Conv2d)}
+        if not convs:
+            raise ValueError(
+                "model: it has no nn.Conv2d layer, so there are no filters to show. Pass "
+                "layers='all' to see every module with a 4-D output, or a list of module names."
+            )
+        return convs, False
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(
+                f"layers={layers!r} is not understood. Use None (every nn.Conv2d), 'all' (every "
+                f"module with a 4-D output) or a list of names from model.named_modules()."
+            )
+        return named, False
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError(
+            f"layers must be None, 'all' or a non-empty list of module names, got {layers!r}."
+        )
+    by_name = {n: m for m, n in named.items()}
+    chosen = {}
+    for item in layers:
+        chosen[by_name[resolve_layer(list(by_name), item, argname="layers")]] = item
+    return chosen, True
+
+
+def _compact(out: torch.Tensor) -> _Stored:
+    """Copy one (1, C, H, W) output into compact CPU storage with exact float32 ranges."""
+    a = out[0].detach()
+    flat = a.reshape(a.shape[0], -1).float()
+    vmin, vmax = torch.aminmax(flat, dim=1)
+    finite = bool(torch.isfinite(vmin).all() and torch.isfinite(vmax).all())
+    if not finite:
+        ok = torch.isfinite(flat)
+        vmin = torch.where(ok, flat, torch.inf).amin(dim=1)
+        vmax = torch.where(ok, flat, -torch.inf).amax(dim=1)
+    # Per-channel power-of-two scales put each channel's largest magnitude near 2**14, so float16
+    # keeps 11 significant bits for weak channels too (random-weight deep layers reach 1e-6,
+    # float16's subnormal range) and never overflows; powers of two make the scaling exact.
+    absmax = torch.maximum(vmin.abs(), vmax.abs())
+    absmax = torch.where(torch.isfinite(absmax) & (absmax > 0), absmax, torch.ones_like(absmax))
+    scale = torch.exp2(torch.ceil(torch.log2(absmax)) - 14)
+    half = (a.float() / scale[:, None, None]).to(torch.float16)
+    return _Stored(
+        half=half.cpu(),
+        vmin=vmin.cpu().numpy().astype(np.float32),
+        vmax=vmax.cpu().numpy().astype(np.float32),
+        scale=scale.cpu().numpy().astype(np.float32),
+        finite=finite,
+    )
+
+
+def _weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, bool]:
+    if isinstance(module, nn.Conv2d):
+        shape = tuple(module.weight.shape)
+        depthwise = module.groups > 1 and module.groups == module.in_channels and shape[1] == 1
+        return shape, depthwise
+    return None, False
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> Any:
+    try:
+        return model(x)
+    except _StopForward:
+        raise
+    except Exception as err:  # the user's model raised: say where, keep the cause
+        raise RuntimeError(
+            f"model: its forward pass raised {type(err).__name__}: {err}. Check that the model "
+            f"accepts a (1, 3, H, W) image tensor of shape {tuple(x.shape)}; for another input "
+            f"size pass a transform= or a tensor of the right size."
+        ) from err
+
+
+def capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Any = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Capture:
+    """Run ``model`` once on ``x`` and keep every offered layer's output in compact form.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module; it stays on its device and comes back in its own mode.
+    x : torch.Tensor
+        The (1, 3, H, W) model input, on any device (it is moved to the model's).
+    layers : None, "all" or list of str
+        None offers every ``nn.Conv2d`` with a 4-D output; "all" every module with a 4-D
+        output; a list names modules from ``model.named_modules()``.
+    device : torch.device or str, optional
+        Where the input goes; must agree with the model's parameters.
+
+    Returns
+    -------
+    Capture
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> cap = capture(torchvision.models.resnet18(weights=None), torch.rand(1, 3, 64, 64))
+    >>> cap.names[0], tuple(cap.maps("conv1").shape)
+    ('conv1', (64, 32, 32))
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    dev = _check_device(model, device)
+    candidates, explicit = _candidates(model, layers)
+    calls: Counter = Counter()
+    order: list[str] = []
+    shapes: dict[str, tuple] = {}
+    store: dict[str, _Stored] = {}
+    not_4d: dict[str, str] = {}
+
+    def hook(module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None: output untouched
+        name = candidates[module]
+        calls[name] += 1
+        if calls[name] > 1:
+            return
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] >= 1:
+            order.append(name)
+            shapes[name] = tuple(out.shape[1:])
+            store[name] = _compact(out)
+        else:
+            not_4d[name] = (
+                f"a {out.dim()}-D tensor {tuple(out.shape)}"
+                if isinstance(out, torch.Tensor)
+                else f"a {type(out).__name__}"
+            )
+
+    with model_state(model) as handles, torch.no_grad():
+        model.eval()
+        for module in candidates:
+            handles.append(module.register_forward_hook(hook))
+        output = _forward(model, x.to(dev))
+
+    if explicit:
+        for module, name in candidates.items():
+            if name in not_4d:
+                raise ValueError(
+                    f"layers: {name!r} ({type(module).__name__}) outputs {not_4d[name]}, not a "
+                    f"(N, C, H, W) feature map; pick modules with spatial outputs."
+                )
+            if not calls[name]:
+                raise ValueError(
+                    f"layers: {name!r} did not run during the forward pass, so it has no output; "
+                    f"pick modules that the model's forward() calls."
+                )
+    if not order:
+        raise ValueError(
+            "model: none of its nn.Conv2d layers produced a 4-D (N, C, H, W) output during the "
+            "forward pass. Pass layers='all' or a list of module names with spatial outputs."
+        )
+    by_name = {n: m for m, n in candidates.items()}
+    infos = []
+    for name in order:
+        weight_shape, depthwise = _weight_info(by_name[name])
+        infos.append(
+            LayerInfo(
+                name=name,
+                type=type(by_name[name]).__name__,
+                out_shape=shapes[name],
+                weight_shape=weight_shape,
+                calls=calls[name],
+                depthwise=depthwise,
+            )
+        )
+    return Capture(layers=infos, output=_detach_output(output), _store=store)
+
+
+def _detach_output(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.detach().float().cpu()
+    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
+        return type(output)(_detach_output(o) for o in output)
+    if isinstance(output, dict):
+        return {k: _detach_output(v) for k, v in output.items()}
+    return output
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the wanted output is captured, to skip the rest of the pass."""
+
+
+def exact_activation(
+    model: nn.Module, x: torch.Tensor, name: str, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The exact float32 output of module ``name`` for input ``x`` (first call), on the CPU.
+
+    Runs the model up to that module only, with one hook that copies the output before any
+    in-place operation after it can change it.
+    """
+    dev = _check_device(model, device)
+    module = dict(model.named_modules()).get(name)
+    if module is None or not name:
+        resolve_layer([n for n, _ in model.named_modules() if n], name)
+    kept: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        if not kept and isinstance(out, torch.Tensor):
+            kept.append(out[0].detach().to(device="cpu", dtype=torch.float32, copy=True))
+            raise _StopForward
+
+    with model_state(model) as handles, torch.no_grad():
+        model.eval()
+        handles.append(module.register_forward_hook(hook))
+        try:
+            _forward(model, x.to(dev))
+        except _StopForward:
+            pass
+    if not kept:
+        raise ValueError(f"layer {name!r} produced no tensor output during the forward pass.")
+    return kept[0]
