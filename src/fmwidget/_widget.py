@@ -133,6 +133,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._transform = transform if transform is not None else resolved.transform
         self._labels = _check_labels(labels) if labels is not None else resolved.labels
         self._device = device
+        # Caffe-style inputs (the bundled SqueezeNet) are B, G, R: the filters' colour column
+        # must flip them back.
+        self._bgr = bool(getattr(self._transform, "bgr", False))
         self._layer_spec = layers
         self._version = 0
         self._ready = False
@@ -234,9 +237,12 @@ class FeatureMapExplorer(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Free the captured activations and cached pictures, stop prefetching, close the comm."""
-        self._cache.close()
-        self._attrib_cache.clear()
-        if self._cap is not None:
+        # getattr: ipywidgets calls close() from __del__, also for a constructor that failed.
+        cache = getattr(self, "_cache", None)
+        if cache is not None:
+            cache.close()
+        getattr(self, "_attrib_cache", {}).clear()
+        if getattr(self, "_cap", None) is not None:
             self._cap.clear()
         super().close()
 
@@ -292,7 +298,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         )
 
     def _build(self, key: views.GridKey) -> tiles.Picture:
-        return views.grid_picture(self._cap, self._weight(key.layer), key)
+        return views.grid_picture(self._cap, self._weight(key.layer), key, bgr=self._bgr)
 
     def _grid_for(self, key: views.GridKey) -> tiles.Picture:
         return self._cache.get(key, functools.partial(self._build, key), _picture_size)
@@ -306,7 +312,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                 if self.view == "side":
                     norm, cmap = views.resolve_style("side", self.norm, self.cmap)
                     self._side = views.side_payload(
-                        self._cap, self._weight(self.layer), self.layer, self.channel, norm, cmap, self.in_page
+                        self._cap, self._weight(self.layer), self.layer, self.channel, norm, cmap,
+                        self.in_page, bgr=self._bgr,
                     )
                 else:
                     if self.view == "filters" and not self._info().weight_shape:

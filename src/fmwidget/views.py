@@ -62,12 +62,14 @@ def filter_cols(info: LayerInfo) -> int:
 
 
 def _scaled_maps(cap: Capture, name: str) -> tuple[torch.Tensor, dict]:
-    stats = cap.stats(name)
-    return cap.maps(name), {"min": stats["min"], "max": stats["max"], "scale": stats["scale"]}
+    return cap.maps(name), cap.stats(name)
 
 
-def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey) -> tiles.Picture:
-    """Build the grid picture for ``key`` (feature maps or filters of one layer, one page)."""
+def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey, *, bgr: bool = False) -> tiles.Picture:
+    """Build the grid picture for ``key`` (feature maps or filters of one layer, one page).
+
+    ``bgr`` says the model's input channels are B, G, R (Caffe), for the filters' colour column.
+    """
     info = cap.info(key.layer)
     if key.view == "maps":
         data, stats = _scaled_maps(cap, key.layer)
@@ -87,7 +89,8 @@ def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey) -> til
             ins = _page(filter_cols(info), IN_PAGE, key.in_page)
         rgb = filter_cols(info) == 3 and not info.depthwise
         pic = tiles.render_filters(
-            weight, outs, ins, norm=key.norm, cmap=key.cmap, rgb=rgb, depthwise=info.depthwise
+            weight, outs, ins, norm=key.norm, cmap=key.cmap, rgb=rgb, depthwise=info.depthwise,
+            bgr=bgr and rgb,
         )
         extra = {
             "n_pages": n_pages(filter_rows(info), key.page_size),
@@ -102,20 +105,22 @@ def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey) -> til
 def side_payload(
     cap: Capture, weight: torch.Tensor | None, layer: str, channel: int, norm: str, cmap: str,
     in_page: int = 0,
+    *,
+    bgr: bool = False,
 ) -> dict:
     """The side-by-side view for one channel: its filter, its map enlarged (full resolution)."""
     info = cap.info(layer)
-    data, stats = _scaled_maps(cap, layer)
-    plane = data[channel].float() * stats["scale"]
+    stats = cap.stats(layer)
+    plane = cap.values(layer, [channel])[0]
     if norm == "layer":
         vmin, vmax = float(np.min(stats["min"])), float(np.max(stats["max"]))
     else:
         vmin, vmax = float(stats["min"][channel]), float(stats["max"][channel])
-    m = tiles.render_single(plane, norm=norm, cmap=cmap, vmin=vmin, vmax=vmax)
+    m = tiles.render_single(plane, norm=norm, cmap=cmap, vmin=vmin, vmax=vmax, channel=channel)
     payload = {"layer": layer, "channel": channel, "map": {"url": m.url, "meta": m.meta}, "filter": None}
     if weight is not None and channel < filter_rows(info):
         ins = [0] if info.depthwise else _page(filter_cols(info), IN_PAGE, in_page)
         rgb = filter_cols(info) == 3 and not info.depthwise
-        f = tiles.render_filters(weight, [channel], ins, norm="symmetric", cmap="bwr", rgb=rgb)
+        f = tiles.render_filters(weight, [channel], ins, norm="symmetric", cmap="bwr", rgb=rgb, bgr=bgr and rgb)
         payload["filter"] = {"url": f.url, "meta": f.meta}
     return payload

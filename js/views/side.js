@@ -1,0 +1,109 @@
+// Side-by-side view: the selected channel's filter (one tile per input channel, plus RGB for
+// a first layer), its feature map enlarged, and the input image with the map laid over it.
+import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
+import { currentLayer, formatRange } from "../state.js";
+import { displayScale } from "../tiles.js";
+import { createAttribution } from "./attribution.js";
+
+const PANEL_SIZE = 240;
+
+function panel(title, ...children) {
+  const heading = h("div", { class: "fmw-panel-title" }, title);
+  return { heading, el: h("figure", { class: "fmw-panel" }, heading, ...children) };
+}
+
+/** Integer magnification that brings a picture's long side near `target` pixels. */
+function fitScale(width, height, target = PANEL_SIZE) {
+  const long = Math.max(width || 1, height || 1);
+  return long >= target ? target / long : Math.max(1, Math.floor(target / long));
+}
+
+/**
+ * Build the side-by-side view.
+ *
+ * @param {Object} ctx widget context
+ * @param {{attach: Function}} hover the shared hover zoom
+ */
+export function createSideView(ctx, hover) {
+  const { model } = ctx;
+  const filterImg = h("img", { class: "fmw-side-filter", alt: "filter of the selected channel", draggable: "false" });
+  const filterNote = h("div", { class: "fmw-note" });
+  const filter = panel("Filter", h("div", { class: "fmw-picture" }, filterImg), filterNote);
+
+  const mapImg = h("img", { class: "fmw-side-map", alt: "feature map of the selected channel", draggable: "false" });
+  const mapNote = h("div", { class: "fmw-note" });
+  const map = panel("Feature map", h("div", { class: "fmw-picture" }, mapImg), mapNote);
+
+  const inputImg = h("img", { class: "fmw-side-input", alt: "input image as the model saw it", draggable: "false" });
+  const overlayMap = h("img", { class: "fmw-side-overlay-map", alt: "", draggable: "false" });
+  const stack = h("div", { class: "fmw-side-overlay fmw-stack" }, inputImg, overlayMap);
+  const opacity = suppressShortcuts(
+    h("input", { type: "range", class: "fmw-opacity", "aria-label": "Overlay opacity", min: 0, max: 100, step: 1, value: 60 }),
+  );
+  const overlay = panel(
+    "Input + map",
+    stack,
+    h("label", { class: "fmw-control" }, h("span", { class: "fmw-label" }, "Overlay opacity"), opacity),
+  );
+
+  const attribution = createAttribution(ctx);
+  const el = h(
+    "div",
+    { class: "fmw-side", hidden: true },
+    h("div", { class: "fmw-panels" }, filter.el, map.el, overlay.el, ...attribution.panels),
+  );
+
+  function applyOpacity() {
+    el.style.setProperty("--fmw-overlay-opacity", String(Number(opacity.value) / 100));
+  }
+  ctx.listen(opacity, "input", applyOpacity);
+  applyOpacity();
+
+  const side = () => model.get("_side") || {};
+  hover.attach(filterImg, () => (side().filter && side().filter.meta) || {});
+
+  function update() {
+    const s = side();
+    const info = currentLayer(model);
+    const channel = s.channel ?? model.get("channel");
+    const name = s.layer || model.get("layer");
+
+    const f = s.filter;
+    setSrc(filterImg, f ? f.url : "");
+    show(filterImg, !!f);
+    if (f && f.meta && f.meta.width) {
+      filterImg.style.width = `${f.meta.width * displayScale(f.meta, 40, 480)}px`;
+    }
+    setText(filter.heading, `Filter ${channel}`);
+    const inputs = f && f.meta && f.meta.in_channels ? f.meta.in_channels.length : 0;
+    setText(
+      filterNote,
+      f
+        ? `${inputs} input channel${inputs === 1 ? "" : "s"}${f.meta && f.meta.in_channels && f.meta.in_channels.includes(-1) ? " + RGB" : ""}`
+        : `${info ? info.type : "This layer"} has no filter weights`,
+    );
+
+    const m = s.map;
+    setSrc(mapImg, m ? m.url : "");
+    setSrc(overlayMap, m ? m.url : "");
+    const mm = (m && m.meta) || {};
+    if (mm.width) mapImg.style.width = `${mm.width * fitScale(mm.width, mm.height)}px`;
+    setText(map.heading, `Feature map ${channel}`);
+    const ranges = mm.ranges && mm.ranges[0];
+    setText(mapNote, mm.width ? `${name} · ${mm.width}×${mm.height} · ${formatRange(ranges)}` : "");
+
+    const input = model.get("_input_png") || "";
+    setSrc(inputImg, input);
+    attribution.update();
+  }
+
+  ctx.on("_side _input_png layer channel", update);
+  update();
+
+  function setVisible(visible) {
+    show(el, visible);
+    if (visible) attribution.opened();
+  }
+
+  return { el, update, setVisible };
+}

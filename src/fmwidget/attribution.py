@@ -1,0 +1,509 @@
+"""What the network looks at: guided backpropagation, Grad-CAM and predictions.
+
+Every function here is pure with respect to the model: it runs the model in
+eval mode with its own temporary hooks and settings and restores all of them
+(hooks, ``inplace`` flags of ``nn.ReLU`` modules, ``requires_grad`` of the
+parameters, per-module ``training`` flags) before it returns, also when it
+raises. Gradients are taken with :func:`torch.autograd.grad` with respect to
+a private copy of the input only, so parameters' ``.grad`` stay untouched.
+
+Examples
+--------
+>>> import torch, torchvision
+>>> from fmwidget import attribution
+>>> model = torchvision.models.resnet18(weights=None).eval()
+>>> x = torch.rand(1, 3, 128, 128)
+>>> attribution.guided_backprop(model, x, "layer2", 5).shape
+torch.Size([3, 128, 128])
+>>> cam, target = attribution.grad_cam(model, x, "layer4")
+>>> cam.shape, 0.0 <= float(cam.min()) <= float(cam.max()) <= 1.0
+(torch.Size([128, 128]), True)
+>>> len(attribution.predictions(model(x), k=3))
+3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import operator
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "class_scores",
+    "grad_cam",
+    "guided_backprop",
+    "normalize_for_display",
+    "predictions",
+    "top_classes",
+]
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes only positive gradients where the input was positive.
+
+    This is the guided-backpropagation rule of Springenberg et al. (2015),
+    "Striving for Simplicity: The All Convolutional Net", section 3.4.
+    """
+
+    @staticmethod
+    def forward(ctx, inp):
+        positive = inp > 0
+        # A bool mask, not the input or output: a later in-place op of the
+        # model on either tensor cannot invalidate what backward needs.
+        ctx.save_for_backward(positive)
+        return inp.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (positive,) = ctx.saved_tensors
+        return grad_out.clamp(min=0) * positive
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the wanted activation exists, to skip the rest of the forward."""
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_input(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"x must be a torch.Tensor of shape (1, 3, H, W), got {type(x).__name__}; "
+            "prepare the image with fmwidget.images.prepare_input first."
+        )
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(
+            f"x must have shape (1, C, H, W) (one image), got {tuple(x.shape)}; "
+            "add a batch dimension with x[None] or pass a single image."
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}; use x.float().")
+
+
+def _as_index(value, argname: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{argname} must be an int, got a bool ({value!r}).")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{argname} must be an int, got {type(value).__name__} ({value!r}).") from None
+
+
+def _find_module(model: nn.Module, name) -> nn.Module:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a module name (str), got {type(name).__name__}.")
+    modules = dict(model.named_modules())
+    if name not in modules:
+        close = difflib.get_close_matches(name, list(modules), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"name {name!r} is not a module of this model.{hint} "
+            "Valid names are those of model.named_modules()."
+        )
+    return modules[name]
+
+
+def _check_activation(act, name: str, *, spatial: bool) -> None:
+    wanted = "(1, C, H, W)" if spatial else "(1, C, H, W) or (1, C)"
+    ok = isinstance(act, torch.Tensor) and act.shape[:1] == (1,) and (
+        act.ndim == 4 or (not spatial and act.ndim == 2)
+    )
+    if not ok:
+        got = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
+        raise ValueError(
+            f"layer {name!r} outputs {got}, not a tensor of shape {wanted}; "
+            "choose a convolutional layer (one with spatial feature maps)."
+        )
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    for tensor in (*model.parameters(), *model.buffers()):
+        dtype = tensor.dtype if tensor.is_floating_point() else None
+        return tensor.device, dtype
+    return torch.device("cpu"), None
+
+
+def _prepared_input(model: nn.Module, x: torch.Tensor, device) -> torch.Tensor:
+    model_device, dtype = _model_device_dtype(model)
+    device = torch.device(device) if device is not None else model_device
+    # A private leaf copy: the caller's tensor keeps its requires_grad and .grad.
+    return x.detach().to(device=device, dtype=dtype or x.dtype).clone().requires_grad_(True)
+
+
+# ----------------------------------------------------------------------------- model state
+
+
+@contextlib.contextmanager
+def _attribution_mode(model: nn.Module) -> Iterator[list]:
+    """Put ``model`` in the state attribution needs and restore it exactly on exit.
+
+    Inside: eval mode, parameters without ``requires_grad`` (no weight
+    gradients are computed or stored), ``nn.ReLU`` modules with
+    ``inplace=False``, gradients enabled. Yields a list to which callers
+    append hook handles; they are removed on exit, also on an exception.
+    """
+    training = [(m, m.training) for m in model.modules()]
+    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+    inplace = [(m, m.inplace) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles: list = []
+    try:
+        model.eval()
+        for p, _ in requires_grad:
+            p.requires_grad_(False)
+        for m, _ in inplace:
+            m.inplace = False
+        with torch.inference_mode(False), torch.enable_grad():
+            yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, flag in inplace:
+            m.inplace = flag
+        for p, flag in requires_grad:
+            p.requires_grad_(flag)
+        for m, flag in training:
+            m.training = flag
+
+
+def _capture_hook(store: dict, *, stop: bool):
+    """Forward hook keeping the first call's output of a module in ``store["act"]``."""
+
+    def hook(module, inputs, output):
+        if "act" in store:
+            return None
+        store["act"] = output
+        if stop:
+            raise _StopForward
+        if isinstance(output, torch.Tensor):
+            # The rest of the model gets a copy, so a later in-place op
+            # (ResNet's ``out += identity``) cannot alter the captured tensor.
+            return output.clone()
+        return None
+
+    return hook
+
+
+def _guided_relu_hook(module, inputs, output):
+    # Recomputes the ReLU through _GuidedReLU; runs at every call of the
+    # module, so a ReLU reused within one forward gets the rule each time.
+    return _GuidedReLU.apply(inputs[0])
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, name: str, channel: int, *, device=None) -> torch.Tensor:
+    """Guided backpropagation of one channel of one layer, as an image.
+
+    The gradient with respect to the input of ``activation(name)[channel].sum()``,
+    where every ``nn.ReLU`` module's backward passes only positive gradients
+    at positions where its input was positive (Springenberg et al., 2015).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network. It is run in eval mode and left exactly as it was.
+    x : torch.Tensor
+        Model input of shape ``(1, 3, H, W)`` (any device; a copy is moved
+        to the model's device).
+    name : str
+        Module name from ``model.named_modules()``. Its output must be
+        ``(1, C, H', W')`` or ``(1, C)``. A module called several times in
+        one forward pass is taken at its first call.
+    channel : int
+        Channel of that output, ``0 <= channel < C``.
+    device : torch.device or str, optional
+        Where to run; default the device of the model's first parameter or
+        buffer (CPU if it has none). The model must already be there.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(3, H, W)`` float32 on CPU, same size as ``x``. Display it with
+        :func:`normalize_for_display`.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``, a layer output of the wrong shape, a ``channel``
+        out of range, or a layer not reached by the forward pass.
+    TypeError
+        ``x``, ``name`` or ``channel`` of the wrong type.
+
+    Notes
+    -----
+    Only ``nn.ReLU`` modules get the guided rule; ReLUs applied with
+    ``torch.nn.functional.relu`` (or ``torch.relu``) inside a ``forward``
+    keep their ordinary gradient. The rule is applied by forward hooks that
+    recompute each ReLU through a custom autograd function. Full backward
+    hooks were not used: they wrap module inputs and outputs in views that
+    clash with the in-place arithmetic many models do. The forward stops as
+    soon as ``name``'s output exists; the graph up to it is complete, so
+    backward is unaffected.
+
+    Examples
+    --------
+    >>> model = torchvision.models.alexnet(weights=None)
+    >>> g = guided_backprop(model, torch.rand(1, 3, 128, 128), "features.3", 7)
+    >>> g.shape, g.dtype
+    (torch.Size([3, 128, 128]), torch.float32)
+    """
+    _check_input(x)
+    channel = _as_index(channel, "channel")
+    module = _find_module(model, name)
+    store: dict = {}
+    with _attribution_mode(model) as handles:
+        xg = _prepared_input(model, x, device)
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                handles.append(m.register_forward_hook(_guided_relu_hook))
+        # Registered after the ReLU hooks so a ReLU layer is captured in its guided form.
+        handles.append(module.register_forward_hook(_capture_hook(store, stop=True)))
+        try:
+            model(xg)
+        except _StopForward:
+            pass
+        if "act" not in store:
+            raise ValueError(f"layer {name!r} was not called during the forward pass; choose another layer.")
+        act = store["act"]
+        _check_activation(act, name, spatial=False)
+        n_channels = act.shape[1]
+        if not 0 <= channel < n_channels:
+            raise ValueError(
+                f"channel {channel} is out of range for layer {name!r}, which has {n_channels} "
+                f"channels; use 0 <= channel < {n_channels}."
+            )
+        if not act.requires_grad:
+            raise ValueError(f"layer {name!r} output does not depend on the input; choose another layer.")
+        (grad,) = torch.autograd.grad(act[0, channel].sum(), xg)
+    return grad[0].detach().float().cpu()
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, name: str, target: int | None = None, *, device=None) -> tuple[torch.Tensor, int]:
+    """Grad-CAM heat map of one layer for one class (Selvaraju et al., 2017).
+
+    The class score (the model's output for ``target``, before softmax) is
+    differentiated with respect to the layer's activation; the gradient's
+    spatial mean gives one weight per channel; the ReLU of the weighted sum
+    of the channels is upsampled bilinearly (``align_corners=False``) to the
+    input size and min-max scaled to ``[0, 1]``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier whose output is a class-score vector (see
+        :func:`class_scores`). Run in eval mode and left as it was.
+    x : torch.Tensor
+        Model input of shape ``(1, 3, H, W)``.
+    name : str
+        Module name; its output must be ``(1, C, h, w)``. A module called
+        several times in one forward pass is taken at its first call.
+    target : int, optional
+        Class index; default the model's top-1 prediction.
+    device : torch.device or str, optional
+        Where to run; default the model's device.
+
+    Returns
+    -------
+    cam : torch.Tensor
+        ``(H, W)`` float32 on CPU in ``[0, 1]``; all zeros where the map is
+        constant (e.g. no positive evidence), never NaN.
+    target : int
+        The class explained.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``, a layer output that is not 4-D, a ``target`` out
+        of range, or a model output that is not a class vector.
+
+    Examples
+    --------
+    >>> model = torchvision.models.vgg11(weights=None)
+    >>> cam, target = grad_cam(model, torch.rand(1, 3, 128, 128), "features.18")
+    >>> cam.shape
+    torch.Size([128, 128])
+    """
+    _check_input(x)
+    if target is not None:
+        target = _as_index(target, "target")
+    module = _find_module(model, name)
+    store: dict = {}
+    with _attribution_mode(model) as handles:
+        xg = _prepared_input(model, x, device)
+        handles.append(module.register_forward_hook(_capture_hook(store, stop=False)))
+        output = model(xg)
+        if "act" not in store:
+            raise ValueError(f"layer {name!r} was not called during the forward pass; choose another layer.")
+        act = store["act"]
+        _check_activation(act, name, spatial=True)
+        scores = class_scores(output)
+        if target is None:
+            target = int(scores.argmax())
+        elif not 0 <= target < scores.numel():
+            raise ValueError(
+                f"target {target} is out of range for a model with {scores.numel()} classes; "
+                f"use 0 <= target < {scores.numel()} or target=None for the top prediction."
+            )
+        (grad,) = torch.autograd.grad(scores[target], act, allow_unused=True)
+        if grad is None:
+            raise ValueError(f"the model output does not depend on layer {name!r}; choose another layer.")
+        act, grad = act.detach().float(), grad.float()
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * act).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+        low, high = cam.min(), cam.max()
+        span = high - low
+        if torch.isfinite(span) and span > 0:
+            cam = (cam - low) / span
+        else:
+            cam = torch.zeros_like(cam)
+    return cam.cpu(), target
+
+
+def class_scores(output) -> torch.Tensor:
+    """The class-score vector of a classifier's output for one image.
+
+    Parameters
+    ----------
+    output : torch.Tensor
+        The model output: ``(1, K)``, ``(K,)`` or ``(1, K, 1, 1)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K,)``, a view of ``output`` (same device, dtype and autograd graph).
+
+    Raises
+    ------
+    TypeError
+        The output is not a tensor (a dict, a tuple, a model-output object).
+    ValueError
+        The output is not one class vector (a 4-D map, a batch of several).
+
+    Examples
+    --------
+    >>> class_scores(torch.zeros(1, 1000)).shape
+    torch.Size([1000])
+    """
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"output must be a tensor of class scores of shape (1, K), got {type(output).__name__}; "
+            "wrap the model in an nn.Module whose forward returns the logits tensor "
+            "(e.g. `return model(x)['out']` or `.logits`)."
+        )
+    shape = tuple(output.shape)
+    scores = output.squeeze(0) if output.ndim > 1 and shape[0] == 1 else output
+    while scores.ndim > 1 and scores.shape[-1] == 1:
+        scores = scores.squeeze(-1)
+    if scores.ndim != 1 or scores.numel() < 1:
+        raise ValueError(
+            f"output of shape {shape} is not a vector of class scores (expected (1, K)); "
+            "predictions and Grad-CAM need a classifier: wrap a model with another output "
+            "(a segmentation map, features) in an nn.Module that returns (1, K) logits."
+        )
+    return scores
+
+
+def top_classes(output, k: int = 5) -> list[tuple[int, float]]:
+    """The ``k`` most probable classes as ``(index, probability)``, best first.
+
+    Probabilities are the softmax of :func:`class_scores` ``(output)``; ``k``
+    larger than the number of classes returns them all.
+
+    Examples
+    --------
+    >>> top_classes(torch.tensor([[0.0, 2.0, 1.0]]), k=2)[0][0]
+    1
+    """
+    k = _as_index(k, "k")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    scores = class_scores(output).detach().double()
+    probs = torch.softmax(scores, dim=0)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(int(i), float(p)) for i, p in zip(indices.tolist(), values.tolist())]
+
+
+def predictions(output, k: int = 5, labels: Sequence[str] | None = None) -> list[tuple[str | int, float]]:
+    """Top-``k`` predictions of a model output as ``(label, probability)``, best first.
+
+    Parameters
+    ----------
+    output : torch.Tensor
+        The model output for one image, e.g. ``Capture.output``: ``(1, K)``.
+    k : int, default 5
+        How many classes; at most ``K`` are returned.
+    labels : sequence of str, optional
+        Class names, ``len(labels) == K``; without it the label is the index.
+
+    Returns
+    -------
+    list of (str or int, float)
+        Softmax probabilities. Use :func:`top_classes` to get the indices
+        as well.
+
+    Examples
+    --------
+    >>> predictions(torch.tensor([[0.0, 3.0]]), k=1, labels=["dog", "cat"])[0][0]
+    'cat'
+    """
+    if labels is not None:
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise TypeError(f"labels must be a list of class names, got {type(labels).__name__}.")
+        n_classes = class_scores(output).numel()
+        if len(labels) != n_classes:
+            raise ValueError(
+                f"labels has {len(labels)} names but the model output has {n_classes} classes; "
+                "pass one name per class, in class-index order."
+            )
+    top = top_classes(output, k)
+    return [(labels[i] if labels is not None else i, p) for i, p in top]
+
+
+def normalize_for_display(g, *, n_std: float = 5.0) -> np.ndarray:
+    """Turn a guided-backprop gradient into an RGB picture.
+
+    The usual display of guided backpropagation (as in the "deprocess"
+    step of common Keras/PyTorch visualisation code): centre on the mean,
+    so that no signal is mid-grey; scale so that ``n_std`` standard
+    deviations on either side span the full range; clip; 8 bits. One
+    mean and std over all three channels keep their relative colours.
+
+    Parameters
+    ----------
+    g : torch.Tensor or numpy.ndarray
+        ``(3, H, W)`` (or ``(1, H, W)``, shown grey), finite.
+    n_std : float, default 5.0
+        Standard deviations from the mean to black/white; smaller values
+        give more contrast and saturate more.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8. A constant gradient gives mid-grey (128).
+
+    Examples
+    --------
+    >>> normalize_for_display(torch.zeros(3, 4, 5)).shape
+    (4, 5, 3)
+    """
+    arr = g.detach().cpu().double().numpy() if isinstance(g, torch.Tensor) else np.asarray(g, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ValueError(f"g must have shape (3, H, W) or (1, H, W), got {arr.shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError("g contains NaN or infinite values; check the model and input for overflow.")
+    if not n_std > 0:
+        raise ValueError(f"n_std must be positive, got {n_std}.")
+    centred = arr - arr.mean()
+    std = centred.std()
+    scaled = 0.5 + centred / (2.0 * n_std * std) if std > 0 else np.full_like(arr, 0.5)
+    img = np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(img, 3, axis=0).transpose(1, 2, 0) if img.shape[0] == 1 else img.transpose(1, 2, 0)

@@ -1,0 +1,176 @@
+"""The widget's Python side: public API, traits, validation, browser messages, cache, close."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from traitlets import TraitError
+
+from conftest import assert_untouched, hooks_of, snapshot
+from fmwidget import FeatureMapExplorer
+from fmwidget.capture import capture
+
+
+def _png(url: str) -> Image.Image:
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+@pytest.fixture
+def w(tiny_model, tiny_input):
+    widget = FeatureMapExplorer(tiny_model, tiny_input)
+    yield widget
+    widget.close()
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def test_first_picture_is_ready_when_constructor_returns(w):
+    assert w.layer == "conv1" and w.channel == 0 and w.view == "maps"
+    img = _png(w._grid)
+    assert img.size == (w._grid_meta["width"], w._grid_meta["height"])
+    assert w._grid_meta["layer"] == "conv1" and w._grid_meta["channels"][:8] == list(range(8))
+    assert w._status == "ready" and w._error == ""
+    assert [d["name"] for d in w._layers] == w.layer_names == ["conv1", "dw", "grouped"]
+    assert w._header["input_size"] == [32, 32]
+    assert w._input_png.startswith("data:image/png;base64,")
+
+
+def test_public_api_shapes_and_exactness(w, tiny_model, tiny_input):
+    assert torch.equal(w.input_tensor, tiny_input)
+    act = w.activation("conv1")
+    with torch.no_grad():
+        ref = tiny_model.conv1(tiny_input)[0]
+    assert act.dtype == torch.float32 and torch.allclose(act, ref, rtol=1e-6, atol=0)
+    assert act.min() < 0  # the inplace ReLU after conv1 did not rectify it
+    assert w.filters("grouped").shape == (16, 4, 3, 3)
+    assert w.filters("dw").shape == (8, 1, 3, 3)
+    filt = w.filters("conv1")
+    filt.zero_()  # a copy: the model's weight is untouched
+    assert tiny_model.conv1.weight.abs().sum() > 0
+    np.testing.assert_array_equal(w.to_numpy("dw"), w.activation("dw").numpy())
+
+
+def test_layer_and_channel_changes_update_pictures(w):
+    first = w._grid
+    w.layer = "grouped"
+    assert w._grid != first and w._grid_meta["layer"] == "grouped"
+    w.channel = 15
+    assert w.channel == 15
+    w.layer = "dw"  # 8 channels: channel 15 no longer exists and falls back to 0
+    assert w.channel == 0
+    w.view = "filters"
+    assert w._grid_meta["kind"] == "filters"
+    w.view = "side"
+    assert w._side["layer"] == "dw" and w._side["channel"] == 0
+    assert w._side["map"]["url"].startswith("data:image/png")
+    assert w._side["filter"]["url"].startswith("data:image/png")
+
+
+def test_invalid_python_assignments_raise_clear_trait_errors(w):
+    with pytest.raises(TraitError, match="Did you mean 'conv1'"):
+        w.layer = "conv"
+    with pytest.raises(TraitError, match="out of range.*0 to 7"):
+        w.channel = 8
+    with pytest.raises(TraitError, match="out of range"):
+        w.channel = -1
+    with pytest.raises(TraitError, match="must be an int"):
+        w.channel = True
+    with pytest.raises(TraitError, match="choose one of"):
+        w.view = "3d"
+    with pytest.raises(TraitError, match="choose one of"):
+        w.page_size = 7
+    assert (w.layer, w.channel, w.view) == ("conv1", 0, "maps")
+
+
+def test_browser_messages_are_validated_and_state_stays_consistent(w):
+    w.set_state({"layer": "nope", "channel": 3})
+    assert w.layer == "conv1" and w.channel == 3
+    assert "nope" in w._error
+    w.set_state({"layer": "grouped", "channel": 12})  # layer first, then the channel
+    assert (w.layer, w.channel) == ("grouped", 12)
+    assert w._error == ""
+    w.set_state({"channel": 99})
+    assert w.channel == 12 and "out of range" in w._error
+    w.set_state({"_grid": "data:evil"})
+    assert not w._grid.startswith("data:evil") and "may not set" in w._error
+    w._on_custom_msg(w, {"type": "drop tables"}, [])
+    assert "unknown message" in w._error
+    w._on_custom_msg(w, {"type": "clear_error"}, [])
+    assert w._error == ""
+
+
+def test_widget_leaves_model_untouched(tiny_model, tiny_input):
+    tiny_model.train()
+    before = snapshot(tiny_model)
+    with FeatureMapExplorer(tiny_model, tiny_input) as w:
+        w.activation("dw")
+        w.layer = "grouped"
+        w.view = "side"
+    assert_untouched(tiny_model, before)
+    assert w._cap.nbytes == 0 and len(w._cache) == 0
+
+
+def test_paging_large_layers(resnet, cat):
+    w = FeatureMapExplorer(resnet, cat, page_size=64)
+    w.layer = "layer4.1.conv2"  # 512 channels
+    assert w._grid_meta["n_pages"] == 8
+    w.channel = 300
+    assert w.page == 4 and 300 in w._grid_meta["channels"]
+    w.page = 7
+    assert w._grid_meta["channels"][0] == 448
+    w.view = "filters"  # 512 inputs: pages of input channels
+    assert w._grid_meta["n_in_pages"] == 8
+    w.in_page = 2
+    assert w._grid_meta["in_channels"][0] == 128
+    w.close()
+
+
+def test_neighbouring_layers_are_prefetched(resnet, cat):
+    w = FeatureMapExplorer(resnet, cat)
+    w._cache.wait()
+    misses = w._cache.misses
+    w.layer = w.layer_names[1]
+    assert w._cache.misses == misses  # served from the prefetch
+    w.close()
+
+
+def test_set_image_recomputes_and_failure_keeps_state(w, tiny_input):
+    old = w._grid
+    w.set_image(tiny_input.flip(-1))
+    assert w._grid != old
+    kept = w._grid
+    with pytest.raises((TypeError, ValueError)):
+        w.set_image(None)
+    assert w._grid == kept and w.layer_names == ["conv1", "dw", "grouped"]
+
+
+def test_constructor_rejects_unknown_keywords(tiny_model, tiny_input):
+    with pytest.raises(TypeError, match="unexpected keyword.*colour"):
+        FeatureMapExplorer(tiny_model, tiny_input, colour="red")
+    with pytest.raises(TypeError, match="torch.nn.Module or a torchvision model name"):
+        FeatureMapExplorer(3, tiny_input)
+    assert hooks_of(tiny_model) == 0
+
+
+def test_initial_trait_values(tiny_model, tiny_input):
+    w = FeatureMapExplorer(tiny_model, tiny_input, layer="grouped", channel=5, view="filters")
+    assert (w.layer, w.channel, w.view) == ("grouped", 5, "filters")
+    assert w._grid_meta["kind"] == "filters" and w._grid_meta["layer"] == "grouped"
+    w.close()
+
+
+def test_memory_of_views_is_half_of_float32(resnet, cat):
+    cap = capture(resnet, torch.randn(1, 3, 224, 224))
+    float32 = sum(4 * int(np.prod(i.out_shape)) for i in cap.layers)
+    assert cap.nbytes <= 0.51 * float32
