@@ -12,7 +12,7 @@ import torch
 import traitlets
 from traitlets import Dict, Int, List, TraitError, Unicode, observe, validate
 
-from . import attribution, capture, images, models, tiles, views
+from . import attribution, capture, export, images, models, tiles, views
 from ._cache import PictureCache
 
 __all__ = ["FeatureMapExplorer"]
@@ -201,6 +201,14 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def to_numpy(self, name: str | None = None):
         """Exact activations (C, H, W) of ``name`` (default: the current layer) as a numpy array."""
         return self.activation(name or self.layer).numpy()
+
+    def save_png(self, path: Any, *, width: int = 900) -> pathlib.Path:
+        """Save the current view as the user sees it (title, pictures, legend) as a PNG file."""
+        return export.save_png(self, path, width=width)
+
+    def to_html(self, path: Any, *, title: str | None = None) -> pathlib.Path:
+        """Write a standalone HTML file of the widget in its current state; it opens offline."""
+        return export.to_html(self, path, title=title)
 
     def set_image(self, img: Any) -> None:
         """Run the model on a new image and refresh every view. On error nothing changes."""
