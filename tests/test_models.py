@@ -1,0 +1,84 @@
+"""Model names, the offline error and fallback, the bundled SqueezeNet, and the model sweep."""
+
+from __future__ import annotations
+
+import urllib.error
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+from conftest import hooks_of
+from fmwidget import FeatureMapExplorer, models, sample_image
+
+
+def _offline(monkeypatch, tmp_path):
+    """No cached weights and no network: the hub download fails as it does on this machine."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(ValueError, match="Did you mean 'resnet50'"):
+        models.resolve_model("resnet5O")
+
+
+def test_not_a_module():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        FeatureMapExplorer(42, sample_image())
+
+
+def test_offline_name_explains_how_to_pass_a_module(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(ConnectionError, match=r"torchvision.models.resnet18\(weights=None\)") as err:
+        FeatureMapExplorer("resnet18", sample_image())
+    assert "load_state_dict" in str(err.value)
+
+
+def test_demo_model_falls_back_to_bundled_squeezenet_offline(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolved = models.demo_model()
+    assert any("could not be downloaded" in str(w.message) for w in caught)
+    assert resolved.name.startswith("squeezenet1_0") and resolved.notes
+    with FeatureMapExplorer(resolved.module, sample_image(), transform=resolved.transform, labels=resolved.labels) as w:
+        label, prob = w.predictions(1)[0]
+    assert label in {"Egyptian cat", "tabby", "tiger cat"} and prob > 0.5
+
+
+def test_bundled_squeezenet_by_name():
+    with FeatureMapExplorer("squeezenet", sample_image()) as w:
+        assert w.input_tensor.shape == (1, 3, 227, 227)
+        assert w._header["model"].startswith("squeezenet1_0")
+        assert w.predictions(1)[0][0] == "Egyptian cat"
+        assert w.filters("features.0").shape == (96, 3, 7, 7)
+
+
+CLASSIFIERS = sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_torchvision_classifier_constructs(name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    size = 299 if name.startswith("inception") else 224
+    if name.startswith("vit_h_14"):
+        size = 518
+    x = torch.randn(1, 3, size, size)
+    try:
+        w = FeatureMapExplorer(model, x)
+    except (ValueError, TypeError) as err:  # a clear message is acceptable, a crash is not
+        assert "model" in str(err) or "layers" in str(err)
+        return
+    assert w.layer_names and w._grid.startswith("data:image/png")
+    w.layer = w.layer_names[-1]
+    assert w._grid_meta["layer"] == w.layer_names[-1]
+    w.close()
+    assert hooks_of(model) == 0
