@@ -129,7 +129,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             )
         resolved = models.resolve_model(model, device=device)
         self._model = resolved.module
-        self._model_name = resolved.name
+        self._model_label = resolved.name
         self._transform = transform if transform is not None else resolved.transform
         self._labels = _check_labels(labels) if labels is not None else resolved.labels
         self._device = device
@@ -290,7 +290,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def _header_json(self, notes: list[str]) -> dict:
         h, w = self._x.shape[-2:]
         return {
-            "model": self._model_name,
+            "model": self._model_label,
             "input_size": [int(h), int(w)],
             "device": str(capture.model_device(self._model)),
             "notes": list(notes),

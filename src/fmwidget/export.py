@@ -81,7 +81,7 @@ def to_html(widget: "FeatureMapExplorer", path: str | Path, *, title: str | None
         + "</script>"
         for view in data["view_specs"]
     )
-    name = title or f"fmwidget: {widget._model_name} / {widget.layer}"
+    name = title or f"fmwidget: {widget._model_label} / {widget.layer}"
     page = "\n".join(
         [
             "<!DOCTYPE html>",
@@ -166,7 +166,7 @@ def save_png(widget: "FeatureMapExplorer", path: str | Path, *, width: int = 900
         )
     legend = _legend(meta, min(body.width, 400))
     out = Image.new("RGB", (max(body.width, legend.width), body.height + legend.height + 28), "white")
-    ImageDraw.Draw(out).text((0, 6), f"{widget._model_name}: {caption}", fill="black", font=ImageFont.load_default())
+    ImageDraw.Draw(out).text((0, 6), f"{widget._model_label}: {caption}", fill="black", font=ImageFont.load_default())
     out.paste(body, (0, 24), body)
     out.paste(legend, (0, 28 + body.height))
     out.save(target)

@@ -195,7 +195,7 @@ def _open_and_run(browser, server, timings):
         (rec["rendered"] - rec["cellDone"]) / 1000, 2)
 
 
-def _grid_ready(page, root, state):
+def _grid_ready(page, root):
     """Wait until the kernel's grid is for the current layer and the picture matches it."""
     state = _wait_state(root, lambda s: s["grid"]["layer"] == s["layer"] and s["grid"]["channels"],
                         "a grid for the current layer")
@@ -220,7 +220,7 @@ def _move_layer(page, root, action):
     state = _wait_state(root, lambda s: s["layer"] != before["layer"]
                         and s["layer"] == header.inner_text().strip(), "the header's new layer")
     expect(grid_img).not_to_have_attribute("src", old_src)
-    _grid_ready(page, root, state)
+    _grid_ready(page, root)
     page.wait_for_function(
         "() => { const r = window.__e2eGrid; return r.input !== null && r.changes.length > 0"
         " && r.changes[r.changes.length - 1].shown !== null; }")
@@ -249,7 +249,7 @@ def _drag_slider(page, slider, fraction):
 
 def _click_tile(page, root, index):
     """Click tile ``index`` (row-major) of the grid picture; return the channel it shows."""
-    state = _grid_ready(page, root, _read_state(root))
+    state = _grid_ready(page, root)
     grid = state["grid"]
     img = page.locator("img.fmw-grid-img")
     img.scroll_into_view_if_needed()
@@ -281,9 +281,11 @@ def test_feature_map_explorer_in_jupyter(jupyter_server, browser, timings, artif
     grid_img = page.locator("img.fmw-grid-img")
     expect(slider).to_have_attribute("data-lm-suppress-shortcuts", "true")
     expect(grid_img).to_be_visible()
-    state = _grid_ready(page, root, _wait_state(root, lambda s: True, "any state"))
+    state = _grid_ready(page, root)
     page.mouse.move(0, 0)
     page.locator(".fmw-root").screenshot(path=str(artifacts / f"{app}_first_widget.png"))
+    page.evaluate("document.querySelector('.fmw-root').scrollIntoView({block: 'end'})")
+    page.screenshot(path=str(artifacts / f"{app}_first.png"))
     names = _layer_names(state)
     assert state["layer"] in names and state["view"] == "maps", state
 
@@ -309,7 +311,7 @@ def test_feature_map_explorer_in_jupyter(jupyter_server, browser, timings, artif
     timings[f"{app}_layer_to_grid_ms_samples"] = [round(m, 1) for m in move_ms]
 
     # 3) click a tile: its channel becomes the selected one, in the browser and in the kernel
-    _grid_ready(page, root, state)
+    _grid_ready(page, root)
     before = int(channel.input_value())
     grid_channels = _read_state(root)["grid"]["channels"]
     index = next(i for i in range(5, len(grid_channels))
