@@ -73,9 +73,9 @@ export function createControls(ctx) {
   ctx.listen(next, "click", () => ctx.request(layerChanges(model, layerIndex(model) + 1)));
 
   function commitChannel() {
-    if (channel.value === "") return update();
-    ctx.request(channelChanges(model, channel.value));
-    update();
+    if (channel.value !== "") ctx.request(channelChanges(model, channel.value));
+    // show the value actually used (clamped to the layer's channels) even while focused
+    channel.value = String(model.get("channel"));
   }
   ctx.listen(channel, "change", commitChannel);
   ctx.listen(channel, "keydown", (event) => {

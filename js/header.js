@@ -19,6 +19,7 @@ export function createHeader(ctx) {
   const outShape = field("output", "fmw-out-shape");
   const weightShape = field("weight", "fmw-weight-shape");
   const calls = h("span", { class: "fmw-calls", hidden: true });
+  const notes = h("div", { class: "fmw-notes", hidden: true });
 
   const el = h(
     "div",
@@ -34,6 +35,7 @@ export function createHeader(ctx) {
       weightShape.el,
       calls,
     ),
+    notes,
   );
 
   function update() {
@@ -43,6 +45,9 @@ export function createHeader(ctx) {
     setText(inputSize.value, size && size.length ? size.join("×") : "—");
     setText(device, header.device ? `on ${header.device}` : "");
     show(device, !!header.device);
+    const noteList = Array.isArray(header.notes) ? header.notes : [];
+    setText(notes, noteList.join(" "));
+    show(notes, noteList.length > 0);
 
     const info = currentLayer(model);
     const count = layers(model).length;

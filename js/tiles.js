@@ -70,14 +70,15 @@ export function channelRect(meta, channel) {
 
 /**
  * Integer CSS magnification that makes tiles at least `minTile` screen pixels while the
- * picture stays within `maxWidth` (the stylesheet still caps it at the container width).
+ * picture stays within `maxWidth` x `maxHeight` (the stylesheet still caps it at the
+ * container width). Never below 1: large pictures are shrunk only by the stylesheet.
  */
-export function displayScale(meta, minTile = 48, maxWidth = 960) {
+export function displayScale(meta, minTile = 48, maxWidth = 960, maxHeight = 1600) {
   const g = geometry(meta);
   if (!g) return 1;
   const tile = Math.max(1, Math.min(g.tw, g.th));
   const wanted = Math.ceil(minTile / tile);
-  const fits = Math.max(1, Math.floor(maxWidth / g.width));
+  const fits = Math.min(Math.floor(maxWidth / g.width), Math.floor(maxHeight / g.height));
   return Math.max(1, Math.min(wanted, fits));
 }
 

@@ -100,8 +100,7 @@ export function createGridView(ctx, hover) {
     show(frame, !noWeights && !!url);
     img.alt = view === "filters" ? "filters of the current layer" : "feature maps of the current layer";
     if (m.width) {
-      const scale = displayScale(m);
-      img.style.width = `${m.width * scale}px`;
+      const scale = displayScale(m, 64);
       frame.style.width = `${m.width * scale}px`;
     }
     updatePagers(m);

@@ -4,6 +4,7 @@ import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
 import { currentLayer, formatRange } from "../state.js";
 import { displayScale } from "../tiles.js";
 import { createAttribution } from "./attribution.js";
+import { reflowStrip } from "./reflow.js";
 
 const PANEL_SIZE = 240;
 
@@ -16,6 +17,18 @@ function panel(title, ...children) {
 function fitScale(width, height, target = PANEL_SIZE) {
   const long = Math.max(width || 1, height || 1);
   return long >= target ? target / long : Math.max(1, Math.floor(target / long));
+}
+
+function describeInputs(meta, info) {
+  const inputs = (meta.in_channels || []).filter((c) => c >= 0);
+  const rgb = (meta.in_channels || []).includes(-1) ? " + RGB" : "";
+  if (meta.depthwise || (info && info.depthwise) || !inputs.length) return "depthwise: one kernel per channel";
+  const total = info && info.weight_shape ? info.weight_shape[1] : inputs.length;
+  const shown =
+    inputs.length < total
+      ? `inputs ${inputs[0]}–${inputs[inputs.length - 1]} of ${total}`
+      : `${total} input channel${total === 1 ? "" : "s"}`;
+  return shown + rgb;
 }
 
 /**
@@ -60,7 +73,26 @@ export function createSideView(ctx, hover) {
   applyOpacity();
 
   const side = () => model.get("_side") || {};
-  hover.attach(filterImg, () => (side().filter && side().filter.meta) || {});
+  let filterMeta = {};
+  let filterUrl = null;
+  hover.attach(filterImg, () => filterMeta);
+
+  function showFilter(f) {
+    const url = f ? f.url : "";
+    if (url === filterUrl) return;
+    filterUrl = url;
+    if (!f) {
+      filterMeta = {};
+      setSrc(filterImg, "");
+      return;
+    }
+    reflowStrip(f.url, f.meta || {}).then((laid) => {
+      if (filterUrl !== url) return; // a newer filter arrived meanwhile
+      filterMeta = laid.meta;
+      setSrc(filterImg, laid.url);
+      if (laid.meta.width) filterImg.style.width = `${laid.meta.width * displayScale(laid.meta, 64, PANEL_SIZE)}px`;
+    });
+  }
 
   function update() {
     const s = side();
@@ -69,19 +101,10 @@ export function createSideView(ctx, hover) {
     const name = s.layer || model.get("layer");
 
     const f = s.filter;
-    setSrc(filterImg, f ? f.url : "");
+    showFilter(f);
     show(filterImg, !!f);
-    if (f && f.meta && f.meta.width) {
-      filterImg.style.width = `${f.meta.width * displayScale(f.meta, 40, 480)}px`;
-    }
     setText(filter.heading, `Filter ${channel}`);
-    const inputs = f && f.meta && f.meta.in_channels ? f.meta.in_channels.length : 0;
-    setText(
-      filterNote,
-      f
-        ? `${inputs} input channel${inputs === 1 ? "" : "s"}${f.meta && f.meta.in_channels && f.meta.in_channels.includes(-1) ? " + RGB" : ""}`
-        : `${info ? info.type : "This layer"} has no filter weights`,
-    );
+    setText(filterNote, f ? describeInputs(f.meta || {}, info) : `${info ? info.type : "This layer"} has no filter weights`);
 
     const m = s.map;
     setSrc(mapImg, m ? m.url : "");

@@ -119,8 +119,14 @@ def side_payload(
     m = tiles.render_single(plane, norm=norm, cmap=cmap, vmin=vmin, vmax=vmax, channel=channel)
     payload = {"layer": layer, "channel": channel, "map": {"url": m.url, "meta": m.meta}, "filter": None}
     if weight is not None and channel < filter_rows(info):
-        ins = [0] if info.depthwise else _page(filter_cols(info), IN_PAGE, in_page)
-        rgb = filter_cols(info) == 3 and not info.depthwise
-        f = tiles.render_filters(weight, [channel], ins, norm="symmetric", cmap="bwr", rgb=rgb, bgr=bgr and rgb)
+        if filter_cols(info) == 3 and not info.depthwise:
+            # A first layer: its 3 kernels side by side, after their RGB composite.
+            f = tiles.render_filters(weight, [channel], [0, 1, 2], norm="symmetric", cmap="bwr", rgb=True, bgr=bgr)
+        else:
+            # Every input channel's kernel of this one filter, on a near-square grid with one
+            # symmetric scale for the whole filter (a 1 x 512 strip of 3x3 kernels is unreadable).
+            kernels = weight[channel]
+            f = tiles.render_maps(kernels, list(range(kernels.shape[0])), norm="symmetric", cmap="bwr", max_tile=64)
+            f.meta["in_channels"] = list(range(kernels.shape[0]))
         payload["filter"] = {"url": f.url, "meta": f.meta}
     return payload
