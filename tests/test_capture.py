@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import assert_untouched, hooks_of, snapshot
+from _support import assert_untouched, hooks_of, snapshot
 from fmwidget import capture as cap_mod
 from fmwidget.capture import capture, exact_activation
 

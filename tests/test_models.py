@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import hooks_of
+from _support import hooks_of
 from fmwidget import FeatureMapExplorer, models, sample_image
 
 

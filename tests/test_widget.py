@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 from traitlets import TraitError
 
-from conftest import assert_untouched, hooks_of, snapshot
+from _support import assert_untouched, hooks_of, snapshot
 from fmwidget import FeatureMapExplorer
 from fmwidget.capture import capture
 

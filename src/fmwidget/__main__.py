@@ -33,6 +33,7 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     notebook = _quickstart()
     cmd = [sys.executable, "-m", "jupyterlab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}"]
+    cmd += args.jupyter_args
     if args.no_browser:
         cmd.append("--no-browser")
     if args.port:
@@ -71,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     p_layers.add_argument("model", nargs="?", default="default", help="torchvision name (default: the demo model)")
     p_layers.add_argument("--layers", default=None, help="'all' for every module with a 4-D output")
     p_layers.set_defaults(func=layers)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        args = parser.parse_args(["demo", *(argv or [])])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["demo", *argv]  # plain `fmwidget` (or `python -m fmwidget`) opens the demo
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra  # the demo passes the rest to JupyterLab, e.g. --IdentityProvider.token=...
     return args.func(args)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import pathlib
 from typing import Any
 
@@ -34,18 +35,44 @@ _BROWSER_KEYS = ("layer", "view", "norm", "cmap", "page_size", "channel", "page"
 _MESSAGES = ("guided_backprop", "grad_cam", "predictions", "clear_error")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A short repr for messages: a hostile browser may send megabyte strings or huge ints."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        text = f"{'-' if value < 0 else ''}<{value.bit_length()}-bit int>"  # str() may refuse it
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip(message: str, limit: int = 500) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def _choice(name: str, value: Any, options: tuple) -> Any:
     if value not in options or isinstance(value, bool):
-        raise TraitError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, options))}.")
+        raise TraitError(f"{name}={_show(value)} is not allowed; choose one of {', '.join(map(repr, options))}.")
     return value
 
 
 def _index(name: str, value: Any, count: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TraitError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+        raise TraitError(f"{name} must be an int, got {type(value).__name__} {_show(value)}.")
     if not 0 <= value < count:
-        raise TraitError(f"{name}={value} is out of range: {what} has {count}, so use 0 to {count - 1}.")
+        raise TraitError(f"{name}={_show(value)} is out of range: {what} has {count}, so use 0 to {count - 1}.")
     return value
+
+
+def _asset(name: str, missing: str) -> Any:
+    """The built front-end file's text; its path only for anywidget's hot reload (ANYWIDGET_HMR=1).
+
+    For a path anywidget connects every new instance to the file's change signal with a strong
+    reference, so no widget (nor its model and activations) could ever be garbage collected
+    (manzt/anywidget#929). The text is read once, at import.
+    """
+    path = _STATIC / name
+    if not path.is_file():
+        return missing
+    return path if os.environ.get("ANYWIDGET_HMR") == "1" else path.read_text(encoding="utf-8")
 
 
 class FeatureMapExplorer(anywidget.AnyWidget):
@@ -87,8 +114,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     torch.Size([64, 112, 112])
     """
 
-    _esm = _STATIC / "widget.js" if (_STATIC / "widget.js").is_file() else _NOT_BUILT
-    _css = _STATIC / "widget.css" if (_STATIC / "widget.css").is_file() else ""
+    _esm = _asset("widget.js", _NOT_BUILT)
+    _css = _asset("widget.css", "")
 
     layer = Unicode("", help="The current layer's name (one of layer_names).").tag(sync=True)
     channel = Int(0, help="The selected channel of the current layer.").tag(sync=True)
@@ -137,6 +164,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         # must flip them back.
         self._bgr = bool(getattr(self._transform, "bgr", False))
         self._layer_spec = layers
+        self._closed = False
         self._version = 0
         self._ready = False
         self._cache = PictureCache()
@@ -233,6 +261,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def grad_cam(self, name: str, target: int | None = None) -> torch.Tensor:
         """Grad-CAM of class ``target`` (default: top-1) at layer ``name``: (H, W) in [0, 1]."""
         name = capture.resolve_layer(self.layer_names, name, argname="name")
+        if target is not None:  # the same check and message as for the browser's requests
+            target = _index_arg("target", target, self._n_classes(), "the model output (classes)")
         key = ("cam", self._version, name, target)
         if key not in self._attrib_cache:
             cam, _ = attribution.grad_cam(self._model, self._x, name, target, device=self._device)
@@ -246,6 +276,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def close(self) -> None:
         """Free the captured activations and cached pictures, stop prefetching, close the comm."""
         # getattr: ipywidgets calls close() from __del__, also for a constructor that failed.
+        self._closed = True
         cache = getattr(self, "_cache", None)
         if cache is not None:
             cache.close()
@@ -262,11 +293,17 @@ class FeatureMapExplorer(anywidget.AnyWidget):
 
     # ---------------------------------------------------------------- engine
     def _capture(self) -> capture.Capture:
-        if self._cap is None or not self._cap.layers:
-            raise RuntimeError("this FeatureMapExplorer is closed; create a new one.")
+        if self._cap is None or not self._cap.layers or getattr(self, "_closed", False):
+            # A ValueError, as for a closed Python file: the object is in the wrong state.
+            raise ValueError(
+                "this FeatureMapExplorer is closed (its activations were freed); create a new "
+                "one with FeatureMapExplorer(model, img)."
+            )
         return self._cap
 
     def _load(self, img: Any) -> None:
+        if getattr(self, "_closed", False):
+            self._capture()  # raises the "closed" error
         x, display = images.prepare_input(img, self._transform)
         cap = capture.capture(self._model, x, self._layer_spec, device=self._device)
         # Only replace state once everything succeeded: a failure leaves the widget as it was.
@@ -359,7 +396,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._cache.prefetch(keys, self._build, _picture_size)
 
     def _report(self, err: BaseException) -> None:
-        self._error = f"{type(err).__name__}: {err}"
+        self._error = _clip(f"{type(err).__name__}: {err}", 2000)
         self._status = "ready"
 
     # ---------------------------------------------------------------- validation
@@ -471,10 +508,15 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             if key not in sync_data:
                 continue
             try:
-                super().set_state({key: sync_data[key]})
+                value = sync_data[key]
+                # traitlets skips validation inside hold_trait_notifications (as set_state uses)
+                # for a value equal to the current one: False == 0 would be stored as a bool.
+                if isinstance(value, bool) and isinstance(self.traits()[key], Int):
+                    raise TraitError(f"{key} must be an int, got bool {value!r}.")
+                super().set_state({key: value})
             except (TraitError, TypeError, ValueError) as err:
                 refused.append(key)
-                reasons.append(str(err))
+                reasons.append(_clip(str(err)))
         if reasons:
             self._error = "Refused from the browser: " + "; ".join(reasons)
         elif self._error and self._error.startswith("Refused"):

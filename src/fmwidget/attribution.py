@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .capture import ModelError
+
 __all__ = [
     "class_scores",
     "grad_cam",
@@ -172,6 +174,21 @@ def _attribution_mode(model: nn.Module) -> Iterator[list]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def _model_errors() -> Iterator[None]:
+    """Report an error of the user's model (its forward or its backward) as a ModelError."""
+    try:
+        yield
+    except _StopForward:
+        raise
+    except Exception as err:  # the user's model raised: say where, keep the cause
+        raise ModelError(
+            f"model: it raised {type(err).__name__} while computing gradients for attribution: "
+            f"{err}. The model must run on a (1, 3, H, W) input with gradients enabled, without "
+            "in-place changes to tensors autograd needs; choose another layer or fix forward()."
+        ) from err
+
+
 def _capture_hook(store: dict, *, stop: bool):
     """Forward hook keeping the first call's output of a module in ``store["act"]``."""
 
@@ -199,7 +216,9 @@ def _guided_relu_hook(module, inputs, output):
 # ----------------------------------------------------------------------------- public API
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, name: str, channel: int, *, device=None) -> torch.Tensor:
+def guided_backprop(
+    model: nn.Module, x: torch.Tensor, name: str, channel: int, *, device=None
+) -> torch.Tensor:
     """Guided backpropagation of one channel of one layer, as an image.
 
     The gradient with respect to the input of ``activation(name)[channel].sum()``,
@@ -267,7 +286,8 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, name: str, channel: int, 
         # Registered after the ReLU hooks so a ReLU layer is captured in its guided form.
         handles.append(module.register_forward_hook(_capture_hook(store, stop=True)))
         try:
-            model(xg)
+            with _model_errors():
+                model(xg)
         except _StopForward:
             pass
         if "act" not in store:
@@ -282,11 +302,14 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, name: str, channel: int, 
             )
         if not act.requires_grad:
             raise ValueError(f"layer {name!r} output does not depend on the input; choose another layer.")
-        (grad,) = torch.autograd.grad(act[0, channel].sum(), xg)
+        with _model_errors():
+            (grad,) = torch.autograd.grad(act[0, channel].sum(), xg)
     return grad[0].detach().float().cpu()
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, name: str, target: int | None = None, *, device=None) -> tuple[torch.Tensor, int]:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, name: str, target: int | None = None, *, device=None
+) -> tuple[torch.Tensor, int]:
     """Grad-CAM heat map of one layer for one class (Selvaraju et al., 2017).
 
     The class score (the model's output for ``target``, before softmax) is
@@ -339,7 +362,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, name: str, target: int | None = 
     with _attribution_mode(model) as handles:
         xg = _prepared_input(model, x, device)
         handles.append(module.register_forward_hook(_capture_hook(store, stop=False)))
-        output = model(xg)
+        with _model_errors():
+            output = model(xg)
         if "act" not in store:
             raise ValueError(f"layer {name!r} was not called during the forward pass; choose another layer.")
         act = store["act"]
@@ -352,7 +376,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, name: str, target: int | None = 
                 f"target {target} is out of range for a model with {scores.numel()} classes; "
                 f"use 0 <= target < {scores.numel()} or target=None for the top prediction."
             )
-        (grad,) = torch.autograd.grad(scores[target], act, allow_unused=True)
+        with _model_errors():
+            (grad,) = torch.autograd.grad(scores[target], act, allow_unused=True)
         if grad is None:
             raise ValueError(f"the model output does not depend on layer {name!r}; choose another layer.")
         act, grad = act.detach().float(), grad.float()
