@@ -18,8 +18,10 @@ import torchvision
 from torch import nn
 
 from fmwidget import attribution as A
+from fmwidget.models import SQUEEZENET_WEIGHTS
 
-SQUEEZENET = Path("/work/shared/data/squeezenet1_0-imagenet-fp16.pth")
+# The shared ImageNet SqueezeNet weights, as bundled in the package (same file, same sha256).
+SQUEEZENET = SQUEEZENET_WEIGHTS
 
 
 # ----------------------------------------------------------------------------- references
@@ -471,8 +473,6 @@ def test_normalize_for_display():
 
 @pytest.fixture(scope="module")
 def squeezenet_on_cat():
-    if not SQUEEZENET.exists():
-        pytest.skip(f"{SQUEEZENET} not present")
     from PIL import Image
     from skimage.data import chelsea
 

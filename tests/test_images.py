@@ -28,9 +28,12 @@ from fmwidget.images import (
     prepare_input,
 )
 
+from fmwidget.models import SQUEEZENET_WEIGHTS  # noqa: E402
+
 skimage_data = pytest.importorskip("skimage.data")
 
-SQUEEZENET = pathlib.Path("/work/shared/data/squeezenet1_0-imagenet-fp16.pth")
+# The shared ImageNet SqueezeNet weights, as bundled in the package (same file, same sha256).
+SQUEEZENET = SQUEEZENET_WEIGHTS
 
 
 # ---------------------------------------------------------------------------- helpers, fixtures
@@ -471,7 +474,6 @@ def test_preprocess_argument_checks():
     assert "caffe" in repr(caffe_transform())
 
 
-@pytest.mark.skipif(not SQUEEZENET.exists(), reason="shared SqueezeNet weights not present")
 def test_caffe_transform_gives_the_readme_prediction(chelsea):
     import torchvision
 

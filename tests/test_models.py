@@ -82,3 +82,10 @@ def test_every_torchvision_classifier_constructs(name):
     assert w._grid_meta["layer"] == w.layer_names[-1]
     w.close()
     assert hooks_of(model) == 0
+
+
+def test_bundled_weights_are_the_shared_file():
+    import hashlib
+
+    digest = hashlib.sha256(models.SQUEEZENET_WEIGHTS.read_bytes()).hexdigest()
+    assert digest == "2f8b330b222c778977091ef6dd2417056712cb0d8d4115ac30e9f69b0ede6d1b"
