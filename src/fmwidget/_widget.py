@@ -185,9 +185,12 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                     setattr(self, name, initial[name])
         self.page = self.channel // self.page_size
         self._ready = True
-        self._refresh()
+        self._refresh(prefetch=False)
         super().__init__()
         self.on_msg(self._on_custom_msg)
+        # Only now, with the first picture built and the comm open, so that it does not compete
+        # with them on a small machine.
+        self._prefetch_neighbours()
 
     # ---------------------------------------------------------------- public API
     @property
@@ -348,7 +351,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def _grid_for(self, key: views.GridKey) -> tiles.Picture:
         return self._cache.get(key, functools.partial(self._build, key), _picture_size)
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, prefetch: bool = True) -> None:
         """Compute what the current view shows and send it in one message."""
         if not self._ready:
             return
@@ -374,7 +377,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             if self.view == "filters":
                 self.view = "maps"
             return
-        self._prefetch_neighbours()
+        if prefetch:
+            self._prefetch_neighbours()
 
     def _prefetch_neighbours(self) -> None:
         if self.view == "side":

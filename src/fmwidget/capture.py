@@ -270,7 +270,7 @@ def _compact(out: torch.Tensor) -> _Stored:
     half = torch.empty(a.shape, dtype=torch.float16, device=a.device)
     vmin, vmax, scale = (np.empty(C, np.float32) for _ in range(3))
     big = a.device.type == "cpu" and a.numel() > _WHOLE
-    step = max(1, _SLICE // max(1, a[0].numel())) if big else C
+    step = max(1, _SLICE // max(1, a[0].numel())) if big else max(1, C)
     finite = True
     for i in range(0, C, step):
         part = a[i : i + step]
