@@ -81,9 +81,10 @@ w.layer = w.layer_names[-1]
 assert w._grid_meta["layer"] == w.layer_names[-1]
 w.view = "filters"
 assert w._grid_meta["kind"] == "filters"
+n = len(w.layer_names)
 w.close()
 assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
-print("OK", len(w.layer_names))
+print("OK", n)
 """
 
 
