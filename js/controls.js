@@ -67,7 +67,8 @@ export function createControls(ctx) {
   );
 
   // A drag fires many input events: each one updates the model locally (the header follows at
-  // once) but the kernel gets at most one update per animation frame (see widget.js).
+  // once); the first goes to the kernel at once, then at most one update per animation frame
+  // (see widget.js).
   ctx.listen(slider, "input", () => ctx.request(layerChanges(model, Number(slider.value)), { coalesce: true }));
   ctx.listen(prev, "click", () => ctx.request(layerChanges(model, layerIndex(model) - 1)));
   ctx.listen(next, "click", () => ctx.request(layerChanges(model, layerIndex(model) + 1)));

@@ -57,8 +57,9 @@ function createContext(model) {
       model.send(message);
     },
     /**
-     * Set traits. With `coalesce` (a slider drag) the model changes at once but the kernel
-     * gets the latest state at most once per animation frame.
+     * Set traits; the model changes at once and the kernel gets them at once. With `coalesce`
+     * (a slider drag) further changes within the same animation frame are held back, so the
+     * kernel gets at most one update per frame, and the latest state at the end.
      */
     request(changes, { coalesce = false } = {}) {
       let changed = false;
@@ -70,8 +71,10 @@ function createContext(model) {
       }
       if (!changed) return;
       unsaved = true;
-      if (!coalesce) flush();
-      else if (!frame) {
+      // The first change goes out at once (no frame of delay for a key press or a click);
+      // during a drag, later ones wait for the next animation frame and only the latest goes.
+      if (!coalesce || !frame) flush();
+      if (coalesce && !frame) {
         // rAF pauses in hidden tabs: the timeout makes sure the last value still goes out
         frame = requestAnimationFrame(flush);
         fallback = setTimeout(flush, 100);
