@@ -106,3 +106,11 @@ def test_bundled_weights_are_the_shared_file():
 
     digest = hashlib.sha256(models.SQUEEZENET_WEIGHTS.read_bytes()).hexdigest()
     assert digest == "2f8b330b222c778977091ef6dd2417056712cb0d8d4115ac30e9f69b0ede6d1b"
+
+
+def test_resolved_model_keeps_name_transform_and_labels():
+    resolved = models.resolve_model("squeezenet")
+    with FeatureMapExplorer(resolved, sample_image()) as w:
+        assert w._header["model"] == resolved.name
+        assert w.input_tensor.shape[-1] == 227  # its Caffe transform, not the ImageNet default
+        assert isinstance(w.predictions(1)[0][0], str)

@@ -86,7 +86,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     model : torch.nn.Module or str
         Any module with 2-D convolutions (it is never moved, copied or left changed), or a
         torchvision model name loaded with its default pretrained weights, or ``"squeezenet"``
-        for the bundled ImageNet-trained SqueezeNet 1.0 (works offline).
+        for the bundled ImageNet-trained SqueezeNet 1.0 (works offline), or what
+        :func:`fmwidget.demo_model` returns.
     img : path, URL, PIL image, numpy array, bytes or torch.Tensor
         The image. A (3, H, W) or (1, 3, H, W) float tensor is the model input as it is;
         anything else goes through ``transform``.

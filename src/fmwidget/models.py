@@ -142,8 +142,11 @@ def resolve_model(model: Any, *, device: torch.device | str | None = None) -> Re
     """Turn the ``model`` argument into a :class:`ResolvedModel`.
 
     A module is used as it is (it is never moved or copied). A string is a torchvision name,
-    loaded with its default weights, or ``"squeezenet"`` for the bundled trained SqueezeNet.
+    loaded with its default weights, or ``"squeezenet"`` for the bundled trained SqueezeNet. A
+    :class:`ResolvedModel` (from :func:`demo_model` or :func:`load_model`) is used as it is.
     """
+    if isinstance(model, ResolvedModel):  # e.g. demo_model(): keeps its name, transform, labels
+        return model
     if isinstance(model, nn.Module):
         return ResolvedModel(model, type(model).__name__)
     if isinstance(model, str):
