@@ -40,7 +40,11 @@ def demo(args: argparse.Namespace) -> int:
         cmd.append(f"--port={args.port}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and Colab-like machines run as root
-    print("Opening", notebook, "in JupyterLab:", " ".join(cmd))
+    print("Opening", notebook, "in JupyterLab:", " ".join(cmd), flush=True)
+    if os.name == "posix":
+        # Become the server (no child left behind): Ctrl+C and SIGTERM reach JupyterLab itself.
+        os.chdir(notebook.parent)
+        os.execv(sys.executable, cmd)
     return subprocess.call(cmd, cwd=notebook.parent)
 
 
