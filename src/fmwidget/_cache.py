@@ -114,5 +114,8 @@ class PictureCache:
     def close(self) -> None:
         self.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for a build in progress (milliseconds), so that nothing of the owner is still
+            # in use once close() returns; not from the worker itself, which cannot join itself.
+            in_worker = threading.current_thread().name.startswith("fmwidget-prefetch")
+            self._pool.shutdown(wait=not in_worker, cancel_futures=True)
             self._pool = None

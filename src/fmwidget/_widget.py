@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import pathlib
+import weakref
 from typing import Any
 
 import anywidget
@@ -398,7 +399,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                 in_page = min(self.in_page, views.n_pages(in_count, views.IN_PAGE) - 1)
                 base = self._key(names[j])
                 keys.append(views.GridKey(**{**base.__dict__, "page": page, "in_page": in_page}))
-        self._cache.prefetch(keys, self._build, _picture_size)
+        self._cache.prefetch(keys, _weak_builder(self), _picture_size)
 
     def _report(self, err: BaseException) -> None:
         self._error = _clip(f"{type(err).__name__}: {err}", 2000)
@@ -584,6 +585,19 @@ def _check_labels(labels: Any) -> list[str]:
     if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
         raise TypeError("labels must be a list of class names (str), one per model output.")
     return list(labels)
+
+
+def _weak_builder(widget: "FeatureMapExplorer"):
+    """A prefetch job that does not keep a dropped widget (and its model) alive while queued."""
+    ref = weakref.ref(widget)
+
+    def build(key: views.GridKey) -> tiles.Picture:
+        owner = ref()
+        if owner is None:
+            raise RuntimeError("the widget was garbage-collected before its prefetch ran")
+        return owner._build(key)
+
+    return build
 
 
 def _picture_size(pic: tiles.Picture) -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import ModelError
+from .capture import ModelError, _check_device, _model_input, model_state
 
 __all__ = [
     "class_scores",
@@ -125,18 +125,13 @@ def _check_activation(act, name: str, *, spatial: bool) -> None:
         )
 
 
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    for tensor in (*model.parameters(), *model.buffers()):
-        dtype = tensor.dtype if tensor.is_floating_point() else None
-        return tensor.device, dtype
-    return torch.device("cpu"), None
-
-
 def _prepared_input(model: nn.Module, x: torch.Tensor, device) -> torch.Tensor:
-    model_device, dtype = _model_device_dtype(model)
-    device = torch.device(device) if device is not None else model_device
-    # A private leaf copy: the caller's tensor keeps its requires_grad and .grad.
-    return x.detach().to(device=device, dtype=dtype or x.dtype).clone().requires_grad_(True)
+    """A private leaf copy of ``x`` on the model's device and dtype (the capture's own checks).
+
+    The caller's tensor keeps its requires_grad and .grad.
+    """
+    dev = _check_device(model, device)
+    return _model_input(model, x.detach(), dev).clone().requires_grad_(True)
 
 
 # ----------------------------------------------------------------------------- model state
@@ -150,28 +145,22 @@ def _attribution_mode(model: nn.Module) -> Iterator[list]:
     gradients are computed or stored), ``nn.ReLU`` modules with
     ``inplace=False``, gradients enabled. Yields a list to which callers
     append hook handles; they are removed on exit, also on an exception.
+    Modes, ``requires_grad`` flags and hooks are restored by
+    :func:`fmwidget.capture.model_state`; the ``inplace`` flags here.
     """
-    training = [(m, m.training) for m in model.modules()]
-    requires_grad = [(p, p.requires_grad) for p in model.parameters()]
     inplace = [(m, m.inplace) for m in model.modules() if isinstance(m, nn.ReLU)]
-    handles: list = []
-    try:
-        model.eval()
-        for p, _ in requires_grad:
-            p.requires_grad_(False)
-        for m, _ in inplace:
-            m.inplace = False
-        with torch.inference_mode(False), torch.enable_grad():
-            yield handles
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, flag in inplace:
-            m.inplace = flag
-        for p, flag in requires_grad:
-            p.requires_grad_(flag)
-        for m, flag in training:
-            m.training = flag
+    with model_state(model) as handles:
+        try:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for m, _ in inplace:
+                m.inplace = False
+            with torch.inference_mode(False), torch.enable_grad():
+                yield handles
+        finally:
+            for m, flag in inplace:
+                m.inplace = flag
 
 
 @contextlib.contextmanager

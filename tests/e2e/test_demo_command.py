@@ -142,7 +142,7 @@ def test_fmwidget_demo_opens_a_working_quickstart(demo_server, browser, artifact
     assert not any("Traceback" in o for o in outputs), outputs
 
     page.mouse.move(0, 0)
-    page.evaluate("document.querySelector('.fmw-root').scrollIntoView({block: 'center'})")
+    page.evaluate("document.querySelector('.fmw-root').scrollIntoView({block: 'start'})")
     page.screenshot(path=str(artifacts / "demo.png"))
     assert not browser.errors, browser.errors
     assert QUICKSTART.read_bytes() == committed, "the run changed the committed notebook"
