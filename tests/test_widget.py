@@ -174,3 +174,32 @@ def test_memory_of_views_is_half_of_float32(resnet, cat):
     cap = capture(resnet, torch.randn(1, 3, 224, 224))
     float32 = sum(4 * int(np.prod(i.out_shape)) for i in cap.layers)
     assert cap.nbytes <= 0.51 * float32
+
+
+def test_save_png_shows_the_current_view(w, tmp_path):
+    grid = _png(w._grid)
+    out = w.save_png(tmp_path / "maps.png")
+    saved = Image.open(out)
+    assert saved.width >= grid.width and saved.height > grid.height  # enlarged, plus title and legend
+    w.view = "side"
+    side = Image.open(w.save_png(tmp_path / "side.png"))
+    assert side.size != saved.size
+    with pytest.raises(ValueError, match="should end in .png"):
+        w.save_png(tmp_path / "maps.jpg")
+    # The saved grid is the widget's picture, enlarged with nearest neighbours: every source
+    # pixel's colour appears as a block in the saved file.
+    w.view = "maps"
+    small = np.asarray(_png(w._grid).convert("RGBA"))
+    big = np.asarray(Image.open(w.save_png(tmp_path / "again.png")).convert("RGBA"))
+    zoom = (big.shape[1]) // small.shape[1]
+    y0 = 24  # below the title line
+    block = big[y0 : y0 + small.shape[0] * zoom : zoom, : small.shape[1] * zoom : zoom, :3]
+    opaque = small[..., 3] == 255
+    assert np.array_equal(block[opaque], small[..., :3][opaque])
+
+
+def test_export_paths_are_checked(w, tmp_path):
+    with pytest.raises(TypeError, match="path must be a file name"):
+        w.save_png(5)
+    with pytest.raises(ValueError, match="should end in .html"):
+        w.to_html(tmp_path / "page.txt")

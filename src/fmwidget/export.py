@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,15 @@ __all__ = ["save_png", "to_html"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 EMBED = STATIC / "embed"
+
+
+def _path(path: object, suffixes: tuple[str, ...]) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name (str or pathlib.Path), got {type(path).__name__} {path!r}.")
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        raise ValueError(f"path={str(path)!r} should end in {suffixes[0]}.")
+    return target
 
 
 def _asset(name: str) -> str:
@@ -69,9 +79,7 @@ def to_html(widget: "FeatureMapExplorer", path: str | Path, *, title: str | None
     """
     from ipywidgets.embed import embed_data
 
-    target = Path(path)
-    if target.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"path={str(path)!r} should end in .html so that a browser opens it.")
+    target = _path(path, (".html", ".htm"))
     # drop_defaults=False keeps the class-level _esm/_css in the saved state (e2e.md).
     data = embed_data(views=[widget], drop_defaults=False)
     state = json.dumps(data["manager_state"]).replace("</", "<\\/")
@@ -135,9 +143,7 @@ def save_png(widget: "FeatureMapExplorer", path: str | Path, *, width: int = 900
     --------
     >>> w.save_png("conv1-maps.png")  # doctest: +SKIP
     """
-    target = Path(path)
-    if target.suffix.lower() != ".png":
-        raise ValueError(f"path={str(path)!r} should end in .png.")
+    target = _path(path, (".png",))
     info = widget._capture().info(widget.layer)
     if widget.view == "side":
         parts = [_decode(widget._input_png)]
