@@ -203,3 +203,26 @@ def test_export_paths_are_checked(w, tmp_path):
         w.save_png(5)
     with pytest.raises(ValueError, match="should end in .html"):
         w.to_html(tmp_path / "page.txt")
+
+
+def test_prefetch_predicts_the_page_a_move_will_show(resnet, cat):
+    w = FeatureMapExplorer(resnet, cat, page_size=64)
+    w.layer = "layer4.0.conv1"  # 512 channels
+    w.channel = 300  # page 4
+    w._cache.wait()
+    misses = w._cache.misses
+    w.layer = "layer4.0.conv2"  # 512 channels: channel 300 stays, page 4, prefetched
+    assert w.page == 4 and w._cache.misses == misses
+    w.layer = "layer4.0.conv1"
+    w._cache.wait()
+    misses = w._cache.misses
+    w.layer = "layer3.1.conv2"  # 256 channels: channel 300 falls back to 0, page 0, prefetched
+    assert (w.channel, w.page) == (0, 0) and w._cache.misses == misses
+    w.layer = "layer4.0.conv2"
+    w.view = "filters"
+    w.in_page = 3  # 512 input channels, 8 pages of 64
+    w._cache.wait()
+    misses = w._cache.misses
+    w.layer = "layer4.0.downsample.0"  # the next conv: input page back to 0, prefetched
+    assert w.in_page == 0 and w._cache.misses == misses
+    w.close()

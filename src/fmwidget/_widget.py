@@ -393,12 +393,12 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                 info = self._cap.layers[j]
                 if self.view == "filters" and not info.weight_shape:
                     continue
-                count = info.out_shape[0] if self.view == "maps" else views.filter_rows(info)
-                page = min(self.page, views.n_pages(count, self.page_size) - 1)
-                in_count = views.filter_cols(info) if self.view == "filters" else 1
-                in_page = min(self.in_page, views.n_pages(in_count, views.IN_PAGE) - 1)
+                # The page a move to that layer will show (see _on_layer): same channel if it
+                # exists there, else 0; first page of input channels.
+                channel = self.channel if self.channel < info.out_shape[0] else 0
+                page = min(channel // self.page_size, self._page_count(info) - 1)
                 base = self._key(names[j])
-                keys.append(views.GridKey(**{**base.__dict__, "page": page, "in_page": in_page}))
+                keys.append(views.GridKey(**{**base.__dict__, "page": page, "in_page": 0}))
         self._cache.prefetch(keys, _weak_builder(self), _picture_size)
 
     def _report(self, err: BaseException) -> None:
@@ -449,8 +449,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         count = views.n_pages(views.filter_cols(self._info()), views.IN_PAGE)
         return _index("in_page", proposal["value"], count, "this layer's input channels (pages)")
 
-    def _page_count(self) -> int:
-        info = self._info()
+    def _page_count(self, info: capture.LayerInfo | None = None) -> int:
+        info = info or self._info()
         count = views.filter_rows(info) if self.view == "filters" else info.out_shape[0]
         return views.n_pages(max(count, 1), self.page_size)
 
