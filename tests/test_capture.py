@@ -43,6 +43,17 @@ def _reference_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> d
     return out
 
 
+def _assert_within_half_step(cap, layer: str, ref: torch.Tensor) -> None:
+    """Decoded compact values are within half a quantisation step of ``ref``, per channel."""
+    got = cap.values(layer)
+    assert got.shape == ref.shape
+    stats = cap.stats(layer)
+    half_step = torch.from_numpy((stats["max"] - stats["min"]) / 508.0)[:, None, None]
+    tol = half_step * 1.001 + 1e-6 * ref.abs() + 1e-30
+    ok = torch.isfinite(ref)
+    assert bool(((got - ref).abs() <= tol)[ok].all()), layer
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / max(b.norm(), 1e-30))
@@ -58,11 +69,10 @@ def test_activations_exact_for_torchvision_models(name):
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     assert set(cap.names) <= set(convs) and len(cap.names) >= 0.9 * len(convs)
     ref = _reference_outputs(model, x, cap.names)
-    # Compact copies (float16) are faithful for every layer, with exact float32 ranges.
+    # Compact copies (uint8 per channel) are within half a step of the truth for every layer,
+    # with exact float32 ranges.
     for layer in cap.names:
-        half = cap.values(layer)
-        assert half.shape == ref[layer].shape
-        assert _rel(half, ref[layer]) < 2e-3, layer
+        _assert_within_half_step(cap, layer, ref[layer])
         np.testing.assert_array_equal(cap.stats(layer)["min"], ref[layer].amin(dim=(1, 2)).numpy())
         np.testing.assert_array_equal(cap.stats(layer)["max"], ref[layer].amax(dim=(1, 2)).numpy())
     # Exact activations at the start, the middle and the end, all pre-ReLU where a ReLU follows.
@@ -108,7 +118,7 @@ def test_reused_module_is_captured_at_first_call(tiny_model, tiny_input):
     assert relu.calls == 3
     first = torch.relu(tiny_model.conv1(tiny_input))[0]
     assert _rel(exact_activation(tiny_model, tiny_input, "relu"), first) == 0
-    assert _rel(cap.values("relu"), first) < 1e-3
+    _assert_within_half_step(cap, "relu", first.detach())
 
 
 def test_explicit_layers_and_errors(tiny_model, tiny_input):
@@ -181,14 +191,18 @@ def test_huge_values_nan_and_inf_are_stored_safely(tiny_input):
     x[0, 0, 0, 1] = float("inf")
     cap = capture(nn.Sequential(conv), x)
     stats = cap.stats("0")
-    assert not stats["finite"] and stats["scale"].max() > 1
+    assert not stats["finite"] and stats["nan_code"] == 255
     assert np.isfinite(stats["min"]).all() and np.isfinite(stats["max"]).all()
     with torch.no_grad():
         ref = conv(x)[0]
-    assert torch.equal(torch.isnan(cap.values("0")), torch.isnan(ref))
-    assert torch.equal(torch.isinf(cap.values("0")), torch.isinf(ref))
-    ok = torch.isfinite(ref)
-    assert _rel(cap.values("0")[ok], ref[ok]) < 1e-3
+    got = cap.values("0")
+    assert torch.equal(torch.isnan(got), torch.isnan(ref))
+    # +-Inf clip to the channel's ends (its exact finite max and min)
+    for c in range(3):
+        pos, neg = torch.isposinf(ref[c]), torch.isneginf(ref[c])
+        assert torch.allclose(got[c][pos], torch.tensor(float(stats["max"][c])), rtol=1e-6, atol=0)
+        assert torch.allclose(got[c][neg], torch.tensor(float(stats["min"][c])), rtol=1e-6, atol=0)
+    _assert_within_half_step(cap, "0", ref)
 
 
 def test_device_logic_on_meta_and_cpu(tiny_model, tiny_input):
@@ -221,7 +235,7 @@ def test_large_input_is_compact():
     x = torch.randn(1, 3, 1024, 1024)
     cap = capture(model, x)
     float32_bytes = sum(4 * np.prod(i.out_shape) for i in cap.layers)
-    assert cap.nbytes <= 0.51 * float32_bytes
+    assert cap.nbytes <= 0.3 * float32_bytes
 
 
 @pytest.mark.slow
@@ -229,4 +243,4 @@ def test_large_2048_input_fits():
     model = torchvision.models.resnet50(weights=None).eval()
     cap = capture(model, torch.randn(1, 3, 2048, 2048))
     float32_bytes = sum(4 * np.prod(i.out_shape) for i in cap.layers)
-    assert cap.nbytes <= 0.51 * float32_bytes
+    assert cap.nbytes <= 0.3 * float32_bytes

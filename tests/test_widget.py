@@ -170,10 +170,10 @@ def test_initial_trait_values(tiny_model, tiny_input):
     w.close()
 
 
-def test_memory_of_views_is_half_of_float32(resnet, cat):
+def test_memory_of_views_is_under_half_of_float32(resnet, cat):
     cap = capture(resnet, torch.randn(1, 3, 224, 224))
     float32 = sum(4 * int(np.prod(i.out_shape)) for i in cap.layers)
-    assert cap.nbytes <= 0.51 * float32
+    assert cap.nbytes <= 0.5 * float32
 
 
 def test_save_png_shows_the_current_view(w, tmp_path):

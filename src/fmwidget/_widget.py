@@ -213,7 +213,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def activation(self, name: str) -> torch.Tensor:
         """Exact float32 output (C, H, W) on the CPU of layer ``name`` for :attr:`input_tensor`.
 
-        The views use a compact float16 copy; this re-runs the model up to ``name`` (hooks
+        The views use a compact 8-bit copy; this re-runs the model up to ``name`` (hooks
         removed, mode restored) so the values are the module's true output.
         """
         name = capture.resolve_layer(self.layer_names, name, argname="name")

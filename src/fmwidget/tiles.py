@@ -234,7 +234,8 @@ def _as_tensor(data: Any, name: str, ndim: int, hint: str) -> torch.Tensor:
         raise ValueError(f"{name} must be {hint}, got shape {tuple(t.shape)}")
     if any(s == 0 for s in t.shape):
         raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
-    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+    # uint8 stays: compact codes are converted per page, after the page's channels are picked.
+    if t.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
         t = t.to(torch.float32)
     return t
 
@@ -487,16 +488,22 @@ def _layer_range(t, sel, index, stats, norm):
     return lo, hi, _overall(*_finite_minmax(_select(t, None)))
 
 
-def _check_scale(stats: Any, C: int) -> np.ndarray | None:
-    """Optional ``stats["scale"]``: per-channel factors that turn ``data`` into true values."""
-    if not isinstance(stats, dict) or stats.get("scale") is None:
+def _per_channel(stats: dict, key: str, C: int) -> np.ndarray | None:
+    if stats.get(key) is None:
         return None
-    scale = np.asarray(stats["scale"], dtype=np.float32).reshape(-1)
-    if scale.shape == (1,):
-        scale = np.repeat(scale, C)
-    if scale.shape != (C,):
-        raise ValueError(f'stats["scale"] must have shape ({C},) (one factor per channel), got {scale.shape}')
-    return scale
+    v = np.asarray(stats[key], dtype=np.float32).reshape(-1)
+    if v.shape == (1,):
+        v = np.repeat(v, C)
+    if v.shape != (C,):
+        raise ValueError(f'stats["{key}"] must have shape ({C},) (one value per channel), got {v.shape}')
+    return v
+
+
+def _decoding(stats: Any, C: int):
+    """Optional decoding of compact ``data``: value = data * scale + offset; ``nan_code`` = NaN."""
+    if not isinstance(stats, dict):
+        return None, None, None
+    return _per_channel(stats, "scale", C), _per_channel(stats, "offset", C), stats.get("nan_code")
 
 
 def _check_stats(stats: Any, C: int):
@@ -549,8 +556,9 @@ def render_maps(
         Colormap from the ``cmap`` package (``"bwr"`` is matplotlib's blue-white-red).
     stats : dict, optional
         ``{"min": array(C), "max": array(C)}``: exact float32 per-channel finite ranges to use
-        instead of ranges recomputed from (float16) ``data``. An optional ``"scale"`` array(C)
-        gives per-channel factors: the true values are ``data * scale`` (compact storage).
+        instead of ranges recomputed from (float16) ``data``. Compact (e.g. uint8) ``data`` is
+        decoded with optional per-channel ``"scale"`` and ``"offset"`` arrays (value = data *
+        scale + offset) and ``"nan_code"`` (the code that means NaN).
     max_tile : int
         Tiles larger than this are area-averaged by the integer factor
         ``ceil(max(H, W) / max_tile)`` (``meta["scale"]``); smaller tiles keep full resolution.
@@ -585,11 +593,16 @@ def render_maps(
     )
     C = t.shape[0]
     index = _check_indices(channels, "channels", C, "channel")
-    scale = _check_scale(stats, C)
+    scale, offset, nan_code = _decoding(stats, C)
     stats = _check_stats(stats, C)
     sel = _select(t, index)
-    if scale is not None:  # compact storage: true values are data * scale, per channel
-        sel = sel * scale[index][:, None, None]
+    if scale is not None or offset is not None:  # compact storage: data * scale + offset
+        raw = sel
+        sel = raw * (scale[index][:, None, None] if scale is not None else np.float32(1))
+        if offset is not None:
+            sel = sel + offset[index][:, None, None]
+        if nan_code is not None:
+            sel[raw == nan_code] = np.nan
     lo, hi, layer = _layer_range(t, sel, index, stats, norm)
     return _render_tiles("maps", sel, index, lo, hi, layer, norm, cmap, max_tile, pad)
 

@@ -62,6 +62,7 @@ def filter_cols(info: LayerInfo) -> int:
 
 
 def _scaled_maps(cap: Capture, name: str) -> tuple[torch.Tensor, dict]:
+    """The compact codes and their decoding (tiles decodes only the page it draws)."""
     return cap.maps(name), cap.stats(name)
 
 
