@@ -286,24 +286,29 @@ def _ranges(part: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
 def _quantize(part: torch.Tensor, lo: np.ndarray, hi: np.ndarray, finite: bool, out: torch.Tensor) -> None:
     """Write ``part``'s uint8 codes into ``out``: 0..254 linear between each channel's lo and hi.
 
-    One fused multiply-add, a rounding and a clamp (measured faster than a float16 copy on the
-    CPU). NaN gets code 255; +Inf and -Inf clip to 254 and 0.
+    Code = trunc(value * gain + base), with 0.5 folded into ``base`` so the truncating cast
+    rounds; finite values land in [0.5, 254.5], so no clamp is needed. NaN gets code 255; +Inf
+    and -Inf clip to 254 and 0. On the CPU numpy does the multiply-add and the cast (measured:
+    as fast as a float16 copy; torch's float-to-uint8 cast is 3-5x slower).
     """
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         rng = hi - lo
         ok = np.isfinite(rng) & (rng > 0)
-        gain = np.where(ok, _LEVELS / np.where(ok, rng, 1), 0).astype(np.float32)
-        base = np.where(np.isfinite(lo), -lo * gain, 0).astype(np.float32)
-    dev = part.device
-    x = torch.addcmul(
-        torch.from_numpy(base).to(dev)[:, None, None], part, torch.from_numpy(gain).to(dev)[:, None, None]
-    )
-    x.round_().clamp_(0, _LEVELS)
+        gain = np.where(ok, _LEVELS / np.where(ok, rng, 1), 0).astype(np.float32)[:, None, None]
+        base = (np.where(np.isfinite(lo), -lo * gain[:, 0, 0], 0) + 0.5).astype(np.float32)[:, None, None]
+    if part.device.type == "cpu" and part.dtype == torch.float32 and out.device.type == "cpu":
+        buf = np.multiply(part.numpy(), gain)
+        np.add(buf, base, out=buf)
+        with np.errstate(invalid="ignore"):
+            np.copyto(out.numpy(), buf, casting="unsafe")
+    else:
+        dev = part.device
+        x = torch.addcmul(torch.from_numpy(base).to(dev), part, torch.from_numpy(gain).to(dev))
+        out.copy_(x.clamp_(0, _LEVELS + 0.5))
     if not finite:
-        x[torch.isposinf(part)] = _LEVELS
-        x[torch.isneginf(part)] = 0
-        x[torch.isnan(part)] = _NAN_CODE
-    out.copy_(x)
+        out[torch.isposinf(part)] = _LEVELS
+        out[torch.isneginf(part)] = 0
+        out[torch.isnan(part)] = _NAN_CODE
 
 
 def _compact(out: torch.Tensor) -> _Stored:
