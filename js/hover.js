@@ -71,7 +71,7 @@ export function createHover(ctx, root) {
 function defaultDescription(meta, index) {
   const channel = meta.channels[index];
   if (meta.kind !== "filters" || !meta.in_channels) return `ch ${channel}`;
-  const input = meta.tile_in_channels ? meta.tile_in_channels[index] : meta.in_channels[index % meta.cols];
+  const input = meta.in_channels[index % meta.cols];
   if (input === undefined || input === null) return `ch ${channel}`;
   return `ch ${channel}  in ${input < 0 ? "RGB" : input}`;
 }

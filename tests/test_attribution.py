@@ -8,7 +8,6 @@ activations by composing the model's own submodules by hand.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ import base64
 import functools
 import http.server
 import io
-import pathlib
 import socket
 import struct
 import threading

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torchvision
 
-from _support import hooks_of
 from fmwidget import FeatureMapExplorer, models, sample_image
 
 

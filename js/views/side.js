@@ -4,7 +4,6 @@ import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
 import { currentLayer, formatRange } from "../state.js";
 import { displayScale } from "../tiles.js";
 import { createAttribution } from "./attribution.js";
-import { reflowStrip } from "./reflow.js";
 
 const PANEL_SIZE = 240;
 
@@ -86,12 +85,11 @@ export function createSideView(ctx, hover) {
       setSrc(filterImg, "");
       return;
     }
-    reflowStrip(f.url, f.meta || {}).then((laid) => {
-      if (filterUrl !== url) return; // a newer filter arrived meanwhile
-      filterMeta = laid.meta;
-      setSrc(filterImg, laid.url);
-      if (laid.meta.width) filterImg.style.width = `${laid.meta.width * displayScale(laid.meta, 64, PANEL_SIZE)}px`;
-    });
+    // Python lays the filter out already: a near-square grid of the input channels' kernels,
+    // or, for a first layer, its RGB composite beside its 3 kernels.
+    filterMeta = f.meta || {};
+    setSrc(filterImg, f.url);
+    if (filterMeta.width) filterImg.style.width = `${filterMeta.width * displayScale(filterMeta, 64, PANEL_SIZE)}px`;
   }
 
   function update() {

@@ -11,7 +11,6 @@ from typing import Any
 
 import anywidget
 import torch
-import traitlets
 from traitlets import Dict, Int, List, TraitError, Unicode, observe, validate
 
 from . import attribution, capture, export, images, models, tiles, views
@@ -363,7 +362,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                     norm, cmap = views.resolve_style("side", self.norm, self.cmap)
                     self._side = views.side_payload(
                         self._cap, self._weight(self.layer), self.layer, self.channel, norm, cmap,
-                        self.in_page, bgr=self._bgr,
+                        bgr=self._bgr,
                     )
                 else:
                     if self.view == "filters" and not self._info().weight_shape:

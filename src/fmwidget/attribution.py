@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import ModelError, _check_device, _model_input, model_state
+from .capture import _check_device, _model_input, _StopForward, model_errors, model_state
 
 __all__ = [
     "class_scores",
@@ -65,10 +65,6 @@ class _GuidedReLU(torch.autograd.Function):
     def backward(ctx, grad_out):
         (positive,) = ctx.saved_tensors
         return grad_out.clamp(min=0) * positive
-
-
-class _StopForward(Exception):
-    """Raised from a hook once the wanted activation exists, to skip the rest of the forward."""
 
 
 # ----------------------------------------------------------------------------- validation
@@ -163,19 +159,13 @@ def _attribution_mode(model: nn.Module) -> Iterator[list]:
                 m.inplace = flag
 
 
-@contextlib.contextmanager
-def _model_errors() -> Iterator[None]:
+def _model_errors():
     """Report an error of the user's model (its forward or its backward) as a ModelError."""
-    try:
-        yield
-    except _StopForward:
-        raise
-    except Exception as err:  # the user's model raised: say where, keep the cause
-        raise ModelError(
-            f"model: it raised {type(err).__name__} while computing gradients for attribution: "
-            f"{err}. The model must run on a (1, 3, H, W) input with gradients enabled, without "
-            "in-place changes to tensors autograd needs; choose another layer or fix forward()."
-        ) from err
+    return model_errors(
+        "it, while computing gradients for attribution,",
+        "The model must run on a (1, 3, H, W) input with gradients enabled, without in-place "
+        "changes to tensors autograd needs; choose another layer or fix forward().",
+    )
 
 
 def _capture_hook(store: dict, *, stop: bool):

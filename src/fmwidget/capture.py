@@ -352,17 +352,25 @@ def _model_input(model: nn.Module, x: torch.Tensor, dev: torch.device) -> torch.
     return x.to(dev)
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> Any:
+@contextlib.contextmanager
+def model_errors(doing: str, hint: str) -> Iterator[None]:
+    """Report an exception from the user's model as a :class:`ModelError` naming what we were
+    ``doing`` and a ``hint``; our own early stop (``_StopForward``) passes through."""
     try:
-        return model(x)
+        yield
     except _StopForward:
         raise
     except Exception as err:  # the user's model raised: say where, keep the cause
-        raise ModelError(
-            f"model: its forward pass raised {type(err).__name__}: {err}. Check that the model "
-            f"accepts a (1, 3, H, W) image tensor of shape {tuple(x.shape)}; for another input "
-            f"size pass a transform= or a tensor of the right size."
-        ) from err
+        raise ModelError(f"model: {doing} raised {type(err).__name__}: {err}. {hint}") from err
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> Any:
+    hint = (
+        f"Check that the model accepts a (1, 3, H, W) image tensor of shape {tuple(x.shape)}; for "
+        f"another input size pass a transform= or a tensor of the right size."
+    )
+    with model_errors("its forward pass", hint):
+        return model(x)
 
 
 def capture(

@@ -61,11 +61,6 @@ def filter_cols(info: LayerInfo) -> int:
     return info.weight_shape[1] if info.weight_shape else 0
 
 
-def _scaled_maps(cap: Capture, name: str) -> tuple[torch.Tensor, dict]:
-    """The compact codes and their decoding (tiles decodes only the page it draws)."""
-    return cap.maps(name), cap.stats(name)
-
-
 def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey, *, bgr: bool = False) -> tiles.Picture:
     """Build the grid picture for ``key`` (feature maps or filters of one layer, one page).
 
@@ -73,9 +68,11 @@ def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey, *, bgr
     """
     info = cap.info(key.layer)
     if key.view == "maps":
-        data, stats = _scaled_maps(cap, key.layer)
         channels = _page(info.out_shape[0], key.page_size, key.page)
-        pic = tiles.render_maps(data, channels, norm=key.norm, cmap=key.cmap, stats=stats)
+        # The compact codes and their decoding: tiles decodes only the page it draws.
+        pic = tiles.render_maps(
+            cap.maps(key.layer), channels, norm=key.norm, cmap=key.cmap, stats=cap.stats(key.layer)
+        )
         extra = {"n_pages": n_pages(info.out_shape[0], key.page_size), "n_in_pages": 1}
     elif key.view == "filters":
         if weight is None:
@@ -105,7 +102,6 @@ def grid_picture(cap: Capture, weight: torch.Tensor | None, key: GridKey, *, bgr
 
 def side_payload(
     cap: Capture, weight: torch.Tensor | None, layer: str, channel: int, norm: str, cmap: str,
-    in_page: int = 0,
     *,
     bgr: bool = False,
 ) -> dict:
