@@ -10,6 +10,9 @@ Times, in one run and interleaved (so that load on a shared machine hits both si
   recipes people use today for the same channels of the same captured activation:
   ``make_grid`` (torchvision ``make_grid`` + PIL PNG, what ``save_image`` does) and
   ``matplotlib`` (a ``plt.subplots`` grid, ``imshow`` per channel, ``savefig`` PNG);
+* ``step_bytes`` / ``jump_bytes``: every byte sent to an attached page per layer update
+  (state, and the picture sent ahead for the next move), stepping to the next layer and
+  jumping a third of the layers;
 * ``memory``: peak resident memory of a subprocess that builds the explorer, over the peak of
   the same subprocess doing a plain forward pass; and ``Capture.nbytes`` against the float32
   size of every offered activation.
@@ -162,6 +165,35 @@ def payload(w: FeatureMapExplorer) -> int:
     return len(w._grid) + len(json.dumps(w._grid_meta))
 
 
+def traffic(w: FeatureMapExplorer, steps: int = 10, jumps: int = 5) -> tuple[list[float], list[float]]:
+    """Bytes the widget sends to an attached page per layer update, every message counted
+    (state updates and pictures sent ahead), as JSON: moving to the next layer, one at a time
+    from the first, and jumping a third of the layers at a time."""
+    names = w.layer_names
+    sent: list[int] = []
+    w._send = lambda msg, buffers=None: sent.append(len(json.dumps(msg)))  # what the comm carries
+    try:
+        w.layer = names[0]
+        w._on_custom_msg(w, {"type": "hello"}, [])  # a page has built the model
+        settle(w)
+        step_bytes, jump_bytes = [], []
+        for name in names[1 : steps + 1]:
+            sent.clear()
+            w.layer = name
+            settle(w)
+            step_bytes.append(float(sum(sent)))
+        at = names.index(w.layer)
+        for _ in range(jumps):
+            at = (at + max(3, len(names) // 3)) % len(names)
+            sent.clear()
+            w.layer = names[at]
+            settle(w)
+            jump_bytes.append(float(sum(sent)))
+    finally:
+        del w._send  # back to the class's method
+    return step_bytes, jump_bytes
+
+
 def make_grid_png(maps: torch.Tensor, cols: int) -> bytes:
     """What ``torchvision.utils.save_image(maps, f, nrow=cols, normalize=True, scale_each=True)``
     does: make_grid, to uint8, PIL PNG."""
@@ -250,6 +282,8 @@ def run_case(model_name: str, size: int, args) -> dict:
         ]
         if mp:
             rows.append(row("matplotlib", mp, **tag, speedup=statistics.median(mp) / sw_med))
+    step_bytes, jump_bytes = traffic(w)
+    rows += [row("step_bytes", step_bytes, unit="bytes"), row("jump_bytes", jump_bytes, unit="bytes")]
     nbytes = cap.nbytes
     settle(w)
     w.close()
@@ -376,6 +410,9 @@ def targets(cases) -> list[dict]:
         if c["size"] == 224:
             worst = max(r["median"] for r in c["rows"] if r["row"] == "payload")
             add("payload_bytes_224", c, worst, T["payload_bytes_224"], worst <= T["payload_bytes_224"])
+            for kind in ("step_bytes", "jump_bytes"):  # with the picture sent ahead
+                worst = max(find(c, kind)["runs"])
+                add(f"payload_{kind}_224", c, worst, T["payload_bytes_224"], worst <= T["payload_bytes_224"])
         kept = c["memory"]["kept_ratio"]
         add("kept_vs_float32", c, kept, T["kept_vs_float32"], kept <= T["kept_vs_float32"])
         if c["model"] == "resnet50" and c["size"] == 1024:

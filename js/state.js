@@ -87,11 +87,44 @@ function metaMatches(meta, model, view) {
   return normOk && cmapOk;
 }
 
+/** Whether a grid picture's `meta` is the one the current traits ask for. */
+export function gridMatches(meta, model) {
+  const view = model.get("view");
+  if (!meta || meta.layer !== model.get("layer") || meta.kind !== view || meta.page !== model.get("page")) return false;
+  if (view === "filters" && meta.in_page !== undefined && meta.in_page !== model.get("in_page")) return false;
+  const shown = (meta.channels || []).filter((c) => c >= 0);
+  if (shown.length && Math.min(...shown) !== meta.page * model.get("page_size")) return false;
+  return metaMatches(meta, model, view);
+}
+
+/**
+ * The grid picture `_grid_meta` names: `{url, meta}`, with `url` "" when this page does not
+ * hold it (the kernel counted on a picture the page never got; ask for it again).
+ */
+export function namedGrid(model, pictures) {
+  const meta = model.get("_grid_meta") || {};
+  const entry = meta.picture ? pictures.get(meta.picture) : null;
+  if (entry) return { url: entry.url, meta };
+  const own = !meta.picture || model.get("_grid_id") === meta.picture;
+  return { url: own ? model.get("_grid") || "" : "", meta };
+}
+
+/**
+ * The grid picture for the current traits, or null while there is none yet: the kernel's
+ * answer once it is here, before that a picture it sent ahead for exactly these traits.
+ */
+export function currentGrid(model, pictures) {
+  const named = namedGrid(model, pictures);
+  if (gridMatches(named.meta, model)) return named.url ? named : null;
+  const ahead = pictures.find((meta) => gridMatches(meta, model));
+  return ahead ? { url: ahead.url, meta: ahead.meta } : null;
+}
+
 /**
  * Whether the picture on screen is behind the traits, i.e. Python still has to send the
  * `_grid` or `_side` that matches them. Used only to decide when to show "loading".
  */
-export function displayIsStale(model) {
+export function displayIsStale(model, pictures) {
   const view = model.get("view");
   const layer = model.get("layer");
   if (view === "side") {
@@ -100,12 +133,7 @@ export function displayIsStale(model) {
     return side.layer !== layer || side.channel !== model.get("channel") || !metaMatches(mapMeta, model, "maps");
   }
   if (view === "filters" && !hasFilters(currentLayer(model))) return false;
-  const meta = model.get("_grid_meta") || {};
-  if (meta.layer !== layer || meta.kind !== view || meta.page !== model.get("page")) return true;
-  if (view === "filters" && meta.in_page !== undefined && meta.in_page !== model.get("in_page")) return true;
-  const shown = (meta.channels || []).filter((c) => c >= 0);
-  if (shown.length && Math.min(...shown) !== meta.page * model.get("page_size")) return true;
-  return !metaMatches(meta, model, view);
+  return currentGrid(model, pictures) === null;
 }
 
 /**

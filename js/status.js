@@ -65,7 +65,8 @@ export function createStatus(ctx, root) {
     show(error, false);
     ctx.send({ type: "clear_error" });
   });
-  ctx.on("_grid _grid_meta _side _attrib _status _layers layer channel view page", refresh);
+  ctx.on("_grid _grid_id _grid_meta _side _attrib _status _layers layer channel view page", refresh);
+  ctx.cleanup(ctx.pictures.subscribe(refresh));
   ctx.on("_error", renderError);
   ctx.cleanup(() => {
     for (const entry of [...pending]) drop(entry);

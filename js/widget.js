@@ -8,6 +8,7 @@ import { createControls } from "./controls.js";
 import { createHeader } from "./header.js";
 import { createHover } from "./hover.js";
 import { createLegend } from "./legend.js";
+import { connectPictures, pictureStore } from "./pictures.js";
 import { displayIsStale } from "./state.js";
 import { createStatus } from "./status.js";
 import { createGridView } from "./views/grid.js";
@@ -36,6 +37,8 @@ function createContext(model) {
 
   const ctx = {
     model,
+    /** The grid pictures this page holds (the current one and those sent ahead). */
+    pictures: pictureStore(model),
     /** model.on("change:NAME") for each space-separated name, undone by cleanup. */
     on(names, fn) {
       for (const name of names.split(/\s+/).filter(Boolean)) {
@@ -79,9 +82,11 @@ function createContext(model) {
         frame = requestAnimationFrame(flush);
         fallback = setTimeout(flush, 100);
       }
-      ctx.expect(() => displayIsStale(model));
+      ctx.expect(() => displayIsStale(model, ctx.pictures));
     },
     expect() {},
+    /** The grid view reports the meta of the picture it shows (for the legend). */
+    shown() {},
     dispose() {
       flush();
       while (disposers.length) disposers.pop()();
@@ -91,6 +96,7 @@ function createContext(model) {
 }
 
 function render({ model, el }) {
+  connectPictures(model); // normally done by initialize(); a no-op then
   const ctx = createContext(model);
   const root = h("div", { class: "fmw-root", "data-loading": "false" });
   const status = createStatus(ctx, root);
@@ -99,6 +105,13 @@ function render({ model, el }) {
   const hover = createHover(ctx, root);
   const header = createHeader(ctx);
   const controls = createControls(ctx);
+  let gridMeta = {};
+  let built = false;
+  ctx.shown = (meta) => {
+    if (meta === gridMeta) return;
+    gridMeta = meta;
+    if (built && model.get("view") !== "side") updateView();
+  };
   const grid = createGridView(ctx, hover);
   const side = createSideView(ctx, hover);
   const legend = createLegend();
@@ -123,12 +136,13 @@ function render({ model, el }) {
       const map = (model.get("_side") || {}).map;
       legend.update(map && map.meta ? map.meta.legend : null, "map");
     } else {
-      const meta = model.get("_grid_meta") || {};
+      const meta = gridMeta;
       legend.update(meta.legend || null, view === "filters" ? "weights" : "activation");
     }
   }
   ctx.on("view _grid_meta _side", updateView);
   updateView();
+  built = true;
   status.refresh();
 
   el.replaceChildren(root);
@@ -138,4 +152,9 @@ function render({ model, el }) {
   };
 }
 
-export default { render };
+export default {
+  initialize({ model }) {
+    return connectPictures(model);
+  },
+  render,
+};

@@ -43,7 +43,9 @@ def test_first_picture_is_ready_when_constructor_returns(w):
     assert w._status == "ready" and w._error == ""
     assert [d["name"] for d in w._layers] == w.layer_names == ["conv1", "dw", "grouped"]
     assert w._header["input_size"] == [32, 32]
-    assert w._input_png.startswith("data:image/png;base64,")
+    assert w._input_png == "", "encoded only when a view needs it"
+    w.view = "side"
+    assert _png(w._input_png).size == (32, 32)
 
 
 def test_public_api_shapes_and_exactness(w, tiny_model, tiny_input):

@@ -1,7 +1,7 @@
 // Maps and filters views: the grid picture, paging, tile click -> channel, the selected
 // tile's outline and the hover zoom.
 import { h, setSrc, setText, show } from "../dom.js";
-import { channelChanges, channelCount, currentLayer, hasFilters, IN_PAGE_SIZE } from "../state.js";
+import { channelChanges, channelCount, currentGrid, currentLayer, gridMatches, hasFilters, IN_PAGE_SIZE, namedGrid } from "../state.js";
 import { channelRect, displayScale, pictureCoords, tileAt } from "../tiles.js";
 
 function pager(what, labelClass) {
@@ -23,7 +23,7 @@ function range(first, count, total) {
  * @param {{attach: Function}} hover the shared hover zoom
  */
 export function createGridView(ctx, hover) {
-  const { model } = ctx;
+  const { model, pictures } = ctx;
   const pages = pager("page", "fmw-page-label");
   const inPages = pager("input page", "fmw-in-page-label");
   const img = h("img", { class: "fmw-grid-img", alt: "feature maps", draggable: "false" });
@@ -38,7 +38,11 @@ export function createGridView(ctx, hover) {
     empty,
   );
 
-  const meta = () => model.get("_grid_meta") || {};
+  // The meta of the picture on screen, which may be one sent ahead (the kernel's answer for
+  // the current traits has not arrived yet): clicks, hover and the outline must use it.
+  let shownMeta = {};
+  const meta = () => shownMeta;
+  let resent = "";
 
   ctx.listen(img, "click", (event) => {
     const at = pictureCoords(img, event);
@@ -88,16 +92,32 @@ export function createGridView(ctx, hover) {
     inPages.next.disabled = inPage >= nIn - 1;
   }
 
+  /** The picture for the current traits if this page has it, else keep the last one. */
+  function updatePicture(noWeights) {
+    const pic = currentGrid(model, pictures) || namedGrid(model, pictures);
+    const named = model.get("_grid_meta") || {};
+    if (!pic.url && named.picture && named.picture !== resent && gridMatches(named, model)) {
+      resent = named.picture; // the kernel counted on a picture this page lacks: ask once
+      ctx.send({ type: "resend_grid" });
+    }
+    if (noWeights) {
+      setSrc(img, "");
+    } else if (pic.url) {
+      shownMeta = pic.meta;
+      setSrc(img, pic.url);
+    }
+    ctx.shown(shownMeta);
+  }
+
   function update() {
     const view = model.get("view");
-    const m = meta();
     const info = currentLayer(model);
     const noWeights = view === "filters" && !hasFilters(info);
     show(empty, noWeights);
     setText(empty, noWeights && info ? `${info.name} (${info.type}) has no filters to show. Choose a conv layer or the feature maps view.` : "");
-    const url = model.get("_grid") || "";
-    setSrc(img, noWeights ? "" : url);
-    show(frame, !noWeights && !!url);
+    updatePicture(noWeights);
+    const m = meta();
+    show(frame, !noWeights && !!img.getAttribute("src"));
     img.alt = view === "filters" ? "filters of the current layer" : "feature maps of the current layer";
     if (m.width) {
       const scale = displayScale(m, 64);
@@ -107,7 +127,8 @@ export function createGridView(ctx, hover) {
     updateOutline();
   }
 
-  ctx.on("_grid _grid_meta _layers layer view page page_size in_page", update);
+  ctx.on("_grid _grid_id _grid_meta _layers layer view page page_size in_page", update);
+  ctx.cleanup(pictures.subscribe(update));
   ctx.on("channel", updateOutline);
   update();
   return { el, update };

@@ -79,6 +79,21 @@ class PictureCache:
                 self._inflight[key] = fut
             self._queued.append((key, fut))
 
+    def when_ready(self, key: Hashable, callback: Callable[[Hashable, object], None]) -> None:
+        """Call ``callback(key, value)`` once ``key`` is built: now (in this thread) if it is
+        cached, from the worker when its prefetch finishes; not at all if it is neither (or its
+        build fails)."""
+        with self._lock:
+            cached = key in self._items
+            value = self._items.get(key)
+            pending = None if cached else self._inflight.get(key)
+        if cached:
+            callback(key, value)
+        elif pending is not None:
+            pending.add_done_callback(
+                lambda fut: callback(key, fut.result()) if not fut.cancelled() and fut.exception() is None else None
+            )
+
     def _cancel_queued(self) -> None:
         for key, fut in self._queued:
             if fut.cancel():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import pathlib
+import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import anywidget
@@ -32,7 +35,10 @@ CMAPS = ("auto", "gray", "viridis", "bwr")
 PAGE_SIZES = (16, 32, 64, 128, 256)
 # Set from the browser in this order, so that a channel is checked against the new layer.
 _BROWSER_KEYS = ("layer", "view", "norm", "cmap", "page_size", "channel", "page", "in_page")
-_MESSAGES = ("guided_backprop", "grad_cam", "predictions", "clear_error")
+_MESSAGES = ("guided_backprop", "grad_cam", "predictions", "clear_error", "hello", "resend_grid")
+# Grid pictures the browser is assumed to still hold (it keeps the last 8 it received, see
+# js/pictures.js): a picture sent ahead, or with an earlier update, is not sent again.
+_BROWSER_KEEPS = 6
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -79,7 +85,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     """Explore a CNN's filters and feature maps for one image, in a notebook widget.
 
     The model runs once with forward hooks; every offered layer's output is kept in compact
-    form, and only the current view's picture is sent to the browser.
+    form. The browser gets the current view's picture and, once a page shows the widget, the
+    one the next slider move will most likely show (docs/design.md, "Pictures sent ahead").
 
     Parameters
     ----------
@@ -131,6 +138,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     _header = Dict().tag(sync=True)
     _input_png = Unicode("").tag(sync=True)
     _grid = Unicode("").tag(sync=True)
+    _grid_id = Unicode("").tag(sync=True)
     _grid_meta = Dict().tag(sync=True)
     _side = Dict().tag(sync=True)
     _attrib = Dict().tag(sync=True)
@@ -171,6 +179,13 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._cache = PictureCache()
         self._attrib_cache: dict = {}
         self._cap = None
+        # Ids of the grid pictures the browser holds (see _show_grid and _send_ahead); the lock
+        # because the prefetch worker sends pictures ahead too.
+        self._sent: OrderedDict[str, None] = OrderedDict()
+        self._sent_lock = threading.Lock()
+        self._holding_grid = False
+        self._direction = 1
+        self._page_ready = False  # a page has built the model and said hello
         self._load(img)
         first = self._cap.layers[0].name
         initial = {"layer": first, "channel": 0, "view": "maps", "norm": "auto", "cmap": "auto"}
@@ -180,7 +195,6 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         with self.hold_trait_notifications():
             self._header = self._header_json(resolved.notes)
             self._layers = [info.to_json() for info in self._cap.layers]
-            self._input_png = self._input_url
             for name in ("layer", "page_size", "view", "norm", "cmap", "channel"):
                 if name in initial:
                     setattr(self, name, initial[name])
@@ -246,7 +260,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         """Run the model on a new image and refresh every view. On error nothing changes."""
         self._load(img)
         with self.hold_sync():
-            self._input_png = self._input_url
+            if self._input_png:  # a view shows it already: the new one at once
+                self._show_input()
             self._attrib = {}
             if self.layer not in self.layer_names:
                 self.layer = self.layer_names[0]
@@ -312,10 +327,18 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         cap = capture.capture(self._model, x, self._layer_spec, device=self._device)
         # Only replace state once everything succeeded: a failure leaves the widget as it was.
         self._x, self._cap, self._display = x, cap, display
-        self._input_url = tiles.encode_rgb(display)
+        self._input_url = ""  # encoded when a view first needs it (_show_input)
         self._version += 1
         self._cache.clear()
         self._attrib_cache.clear()
+
+    def _show_input(self) -> None:
+        """Send the input picture (the side view and the attribution panel show it). It is
+        PNG-encoded on first need, not in the constructor: ~2 ms and ~100 KB that the first
+        view (the feature maps) does not use."""
+        if not self._input_url:
+            self._input_url = tiles.encode_rgb(self._display)
+        self._input_png = self._input_url
 
     def _remember(self, key: tuple, value: Any) -> None:
         if len(self._attrib_cache) >= 32:
@@ -347,7 +370,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         )
 
     def _build(self, key: views.GridKey) -> tiles.Picture:
-        return views.grid_picture(self._cap, self._weight(key.layer), key, bgr=self._bgr)
+        pic = views.grid_picture(self._cap, self._weight(key.layer), key, bgr=self._bgr)
+        pic.meta["picture"] = _picture_id(key)
+        return pic
 
     def _grid_for(self, key: views.GridKey) -> tiles.Picture:
         return self._cache.get(key, functools.partial(self._build, key), _picture_size)
@@ -359,6 +384,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         try:
             with self.hold_sync():
                 if self.view == "side":
+                    self._show_input()
                     norm, cmap = views.resolve_style("side", self.norm, self.cmap)
                     self._side = views.side_payload(
                         self._cap, self._weight(self.layer), self.layer, self.channel, norm, cmap,
@@ -370,8 +396,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                             f"layer {self.layer!r} ({self._info().type}) has no filters; showing its "
                             f"feature maps instead."
                         )
-                    pic = self._grid_for(self._key())
-                    self._grid, self._grid_meta = pic.url, pic.meta
+                    self._show_grid(self._grid_for(self._key()))
                 self._status = "ready"
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
             self._report(err)
@@ -381,24 +406,83 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         if prefetch:
             self._prefetch_neighbours()
 
+    def _show_grid(self, pic: tiles.Picture) -> None:
+        """Make ``pic`` the current grid; its pixels go to the browser only if it lacks them.
+
+        A picture the browser already holds (sent ahead by :meth:`_send_ahead`, or shown
+        before) is not sent again: only ``_grid_meta`` goes, naming it by ``picture`` id, and
+        the browser shows its copy. ``_grid`` and ``_grid_id`` still change here in Python
+        (export, tests and a newly opened page read them).
+        """
+        pid = pic.meta["picture"]
+        with self._sent_lock:
+            held = pid in self._sent
+            self._remember_sent(pid)
+        self._holding_grid = held
+        try:
+            self._grid, self._grid_id = pic.url, pid
+        finally:
+            self._holding_grid = False
+        self._grid_meta = pic.meta
+
+    def _should_send_property(self, key: str, value: Any) -> bool:
+        if self._holding_grid and key in ("_grid", "_grid_id"):
+            if self._holding_sync:
+                self._states_to_send.discard(key)
+            return False
+        return super()._should_send_property(key, value)
+
+    def _remember_sent(self, pid: str) -> None:
+        self._sent[pid] = None
+        self._sent.move_to_end(pid)
+        while len(self._sent) > _BROWSER_KEEPS:
+            self._sent.popitem(last=False)
+
+    def _neighbour_key(self, j: int) -> views.GridKey | None:
+        """The key of the picture a move to layer ``j`` will show, None if there is none."""
+        if not 0 <= j < len(self._cap.layers):
+            return None
+        info = self._cap.layers[j]
+        if self.view == "side" or (self.view == "filters" and not info.weight_shape):
+            return None
+        # The page a move to that layer shows (see _on_layer): the same channel if it exists
+        # there, else 0; the first page of input channels.
+        channel = self.channel if self.channel < info.out_shape[0] else 0
+        page = min(channel // self.page_size, self._page_count(info) - 1)
+        return views.GridKey(**{**self._key(info.name).__dict__, "page": page, "in_page": 0})
+
+    def _ahead_key(self) -> views.GridKey | None:
+        """The neighbour the next move most likely shows: onward in the last move's direction."""
+        i = self.layer_names.index(self.layer)
+        return self._neighbour_key(i + self._direction) or self._neighbour_key(i - self._direction)
+
     def _prefetch_neighbours(self) -> None:
         if self.view == "side":
             return
-        names = self.layer_names
-        i = names.index(self.layer)
-        keys = []
+        i = self.layer_names.index(self.layer)
+        ahead = self._ahead_key()
+        keys = [ahead] if ahead else []
         for j in (i + 1, i - 1, i + 2):
-            if 0 <= j < len(names):
-                info = self._cap.layers[j]
-                if self.view == "filters" and not info.weight_shape:
-                    continue
-                # The page a move to that layer will show (see _on_layer): same channel if it
-                # exists there, else 0; first page of input channels.
-                channel = self.channel if self.channel < info.out_shape[0] else 0
-                page = min(channel // self.page_size, self._page_count(info) - 1)
-                base = self._key(names[j])
-                keys.append(views.GridKey(**{**base.__dict__, "page": page, "in_page": 0}))
+            key = self._neighbour_key(j)
+            if key is not None and key not in keys:
+                keys.append(key)
         self._cache.prefetch(keys, _weak_builder(self), _picture_size)
+        if ahead is not None:
+            self._cache.when_ready(ahead, _weak_sender(self))
+
+    def _send_ahead(self, key: views.GridKey, pic: tiles.Picture) -> None:
+        """Send the likely next picture before it is asked for, so that the browser shows it
+        at once when the slider moves (then the kernel's answer carries only its id). At most
+        one picture ahead, and none that the browser holds: sequential moves cost one
+        picture each, as without it."""
+        if self._closed or not self._page_ready or key != self._ahead_key():
+            return  # the user moved on meanwhile: another picture is the likely next one
+        pid = pic.meta["picture"]
+        with self._sent_lock:  # held while sending, so _show_grid never counts on a picture in transit
+            if pid in self._sent:
+                return
+            self._remember_sent(pid)
+            self.send({"type": "picture", "id": pid, "url": pic.url, "meta": pic.meta})
 
     def _report(self, err: BaseException) -> None:
         self._error = _clip(f"{type(err).__name__}: {err}", 2000)
@@ -466,6 +550,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             self.page = min(self.channel // self.page_size, self._page_count() - 1)
             if change["name"] == "layer":
                 self.in_page = 0
+                names = self.layer_names
+                if change["old"] in names:
+                    self._direction = 1 if names.index(change["new"]) >= names.index(change["old"]) else -1
         self._refresh()
 
     @observe("channel")
@@ -538,13 +625,35 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             if kind == "clear_error":
                 self._error = ""
                 return
+            if kind in ("hello", "resend_grid"):
+                self._on_front_end(kind)
+                return
             self._status = "busy"
             with self.hold_sync():
-                self._attrib = {**self._attrib, **self._attribution(kind, content)}
+                result = self._attribution(kind, content)
+                self._show_input()
+                self._attrib = {**self._attrib, **result}
                 self._status = "ready"
         except Exception as err:  # noqa: BLE001 - every failure is shown in the widget
             with self.hold_sync():
                 self._report(err)
+
+    def _on_front_end(self, kind: str) -> None:
+        """``hello``: a page has just built this widget's model from the full state, so it
+        holds the current picture and nothing else. ``resend_grid``: a view lacks the picture
+        that ``_grid_meta`` names (e.g. a page that joined later)."""
+        with self._sent_lock:
+            if kind == "hello":
+                self._sent.clear()
+                self._page_ready = True
+            if self._grid_id:
+                self._remember_sent(self._grid_id)
+        if kind == "resend_grid":
+            self.send_state(["_grid", "_grid_id", "_grid_meta"])
+        else:
+            ahead = self._ahead_key()
+            if ahead is not None and self._ready:
+                self._cache.when_ready(ahead, _weak_sender(self))
 
     def _attribution(self, kind: str, content: dict) -> dict:
         if kind == "predictions":
@@ -597,6 +706,27 @@ def _weak_builder(widget: "FeatureMapExplorer"):
         return owner._build(key)
 
     return build
+
+
+def _weak_sender(widget: "FeatureMapExplorer"):
+    """The callback that sends a prefetched picture ahead, without keeping the widget alive."""
+    ref = weakref.ref(widget)
+
+    def send(key: views.GridKey, pic: tiles.Picture) -> None:
+        owner = ref()
+        if owner is None:
+            return
+        try:
+            owner._send_ahead(key, pic)
+        except Exception:  # noqa: BLE001 - a lost ahead picture only costs a round trip later
+            pass
+
+    return send
+
+
+def _picture_id(key: views.GridKey) -> str:
+    """A short id naming one grid picture (all of its key, the capture's version included)."""
+    return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
 
 
 def _picture_size(pic: tiles.Picture) -> int:

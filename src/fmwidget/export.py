@@ -146,6 +146,7 @@ def save_png(widget: "FeatureMapExplorer", path: str | Path, *, width: int = 900
     target = _path(path, (".png",))
     info = widget._capture().info(widget.layer)
     if widget.view == "side":
+        widget._show_input()
         parts = [_decode(widget._input_png)]
         side = widget._side
         if side.get("filter"):
