@@ -32,10 +32,17 @@ function createStore() {
 
   return {
     put,
-    get: (id) => entries.get(id) || null,
-    /** The newest entry whose meta passes `test`, or null. */
+    /** The entry for `id`, or null; a hit counts as recent use, as in the kernel's count. */
+    get(id) {
+      const entry = entries.get(id);
+      if (!entry) return null;
+      entries.delete(id);
+      entries.set(id, entry);
+      return entry;
+    },
+    /** The newest entry whose meta passes `test` (counted as used), or null. */
     find(test) {
-      for (const entry of [...entries.values()].reverse()) if (test(entry.meta)) return entry;
+      for (const [id, entry] of [...entries].reverse()) if (test(entry.meta)) return this.get(id);
       return null;
     },
     /** Call `fn(id)` on every new picture; returns the unsubscribe function. */

@@ -39,6 +39,7 @@ def test_quick_run_prints_the_table_and_every_target(quick):
     assert data["meta"]["quick"] is True and data["meta"]["repeats"] == 1
     names = {t["target"] for t in data["targets"]}
     assert {"first_view_vs_forward", "prefetched_or_cached_ms", "kept_vs_float32"} <= names
+    assert "payload_step_bytes_224" not in names  # 128 px: the payload targets are for 224 px
     for t in data["targets"]:
         assert isinstance(t["pass"], bool) and math.isfinite(t["measured"])
         assert ("PASS" if t["pass"] else "MISS") in stdout
@@ -49,7 +50,11 @@ def test_quick_run_has_every_row_with_sane_numbers(quick):
     (case,) = data["cases"]
     assert (case["model"], case["size"]) == ("resnet18", 128)
     rows = case["rows"]
-    assert {r["row"] for r in rows if "channels" not in r} == {"forward", "first_view"}
+    assert {r["row"] for r in rows if "channels" not in r} == {
+        "forward", "first_view", "all_ready", "step_bytes", "jump_bytes"}
+    steps = next(r for r in rows if r["row"] == "step_bytes")
+    # stepping sends about one picture per step (the next one, ahead): never two 64-tile pages
+    assert steps["unit"] == "bytes" and max(steps["runs"]) < 2 * 64 * 64 * 64
     for want in (64, 256, 2048):
         mine = {r["row"] for r in rows if r.get("channels") == want}
         assert LAYER_ROWS <= mine, (want, mine)

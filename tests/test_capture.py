@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
+import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -244,3 +247,257 @@ def test_large_2048_input_fits():
     cap = capture(model, torch.randn(1, 3, 2048, 2048))
     float32_bytes = sum(4 * np.prod(i.out_shape) for i in cap.layers)
     assert cap.nbytes <= 0.3 * float32_bytes
+
+
+# --------------------------------------------------------------------------- background compaction
+# On the CPU the hooks only copy each output; one worker thread per capture compacts the copies
+# (capture._Compactor). These tests pin down that the result is exactly the synchronous one and
+# that errors, memory limits, clear() and failures leave nothing behind.
+
+
+def _same_stored(a, b) -> bool:
+    """Bit-identical compact storage (codes, ranges including the sign of zero, flag)."""
+    return (
+        torch.equal(a.codes, b.codes)
+        and a.vmin.tobytes() == b.vmin.tobytes()
+        and a.vmax.tobytes() == b.vmax.tobytes()
+        and a.finite == b.finite
+    )
+
+
+def _sync_reference(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict:
+    """What the synchronous path (``_compact`` in the hook, on an untouched copy) stores."""
+    return {name: cap_mod._compact(out[None]) for name, out in _reference_outputs(model, x, names).items()}
+
+
+def _compact_thread(cap) -> threading.Thread | None:
+    return cap._compactor._thread if cap._compactor is not None else None
+
+
+def _gone(thread: threading.Thread | None, seconds: float = 10.0) -> bool:
+    if thread is not None:
+        thread.join(seconds)
+    return thread is None or not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "name, layers",
+    [("alexnet", None), ("resnet18", "all"), ("mobilenet_v3_small", None), ("efficientnet_b0", None)],
+)
+def test_background_compaction_is_bit_identical_to_the_synchronous_path(name, layers):
+    # AlexNet: conv outputs rectified in place right after the hook; ResNet-18 with 'all': batch
+    # norm outputs changed by ReLU(inplace=True) and by `out += identity`.
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    cap = capture(model, x, layers)
+    ref = _sync_reference(model, x, cap.names)
+    cap.wait()
+    assert all(cap.ready(n) for n in cap.names)
+    for layer in cap.names:
+        assert _same_stored(cap._get(layer), ref[layer]), layer
+    assert _gone(_compact_thread(cap))
+
+
+def _adversarial(big: bool) -> torch.Tensor:
+    """Channels that stress the quantiser: NaN, +-Inf, constant, all non-finite, 1e-8..1e8 scales,
+    signed zeros, ranges that overflow float32 and ranges of a few ulps."""
+    g = torch.Generator().manual_seed(0)
+    C, H, W = (80, 128, 128) if big else (24, 9, 7)  # big: more than _WHOLE values, in slices
+    a = torch.randn(C, H, W, generator=g)
+    a *= torch.logspace(-8, 8, C)[:, None, None]
+    a[1] = 3.25  # constant
+    a[2, 0, 0], a[2, 1, 1] = float("nan"), float("inf")
+    a[3, 0, :3] = torch.tensor([-float("inf"), float("inf"), float("nan")])
+    a[4] = float("nan")  # no finite value at all
+    a[5] = 0.0
+    a[5, 0, 0] = -0.0
+    a[6, 0, 0], a[6, 0, 1] = -3e38, 3e38  # hi - lo overflows to inf
+    a[7] = 1.0
+    a[7, 0, 0] = 1.0 + 2**-23  # a one-ulp range
+    a[8] = 1e-38
+    a[8, 0, 0] = 1.0000001e-38  # a subnormal-sized range: gain overflows
+    if big:
+        a[60:] = a[60:].abs()  # a whole slice of finite channels next to slices with NaN
+    return a
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_compact_owned_matches_compact_bit_for_bit(big):
+    a = _adversarial(big)
+    finite = a.clone()
+    finite[~torch.isfinite(finite)] = 0.5
+    for data in (a, finite):
+        with np.errstate(all="ignore"):  # _compact warns about the NaN it maps to code 255
+            expected = cap_mod._compact(data[None].clone())
+        assert _same_stored(cap_mod._compact_owned(data.clone()), expected)
+
+
+def _reference_codes(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Independent float32 reference of the quantiser (see ``capture._quantize``)."""
+    ok = torch.isfinite(a)
+    lo = torch.where(ok, a, torch.inf).amin(dim=(1, 2))
+    hi = torch.where(ok, a, -torch.inf).amax(dim=(1, 2))
+    rng = hi - lo
+    good = torch.isfinite(rng) & (rng > 0)
+    gain = torch.where(good, torch.tensor(254.0) / torch.where(good, rng, torch.ones(())), torch.zeros(()))
+    base = torch.where(torch.isfinite(lo), -lo * gain, torch.zeros(())) + 0.5
+    v = a * gain[:, None, None]  # two roundings, as numpy's multiply then add
+    v = v + base[:, None, None]
+    codes = torch.where(torch.isfinite(v), v, torch.zeros(())).trunc().to(torch.uint8)
+    codes[torch.isposinf(a)] = 254
+    codes[torch.isneginf(a)] = 0
+    codes[torch.isnan(a)] = 255
+    return codes, lo, hi
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_compact_owned_matches_an_independent_reference(big):
+    a = _adversarial(big)
+    a[8] = 1.0  # no subnormal-sized range: its codes come from casting inf/NaN, platform-defined
+    got = cap_mod._compact_owned(a.clone())
+    codes, lo, hi = _reference_codes(a)
+    assert torch.equal(got.codes, codes)
+    ok = torch.isfinite(lo)
+    np.testing.assert_array_equal(got.vmin[ok.numpy()], lo[ok].numpy())
+    np.testing.assert_array_equal(got.vmax[ok.numpy()], hi[ok].numpy())
+    assert not got.finite
+
+
+def test_worker_error_names_the_layer_and_spares_the_others(tiny_model, tiny_input, monkeypatch):
+    real = cap_mod._compact_owned
+
+    def flaky(a):
+        if a.shape[0] == 16:  # 'grouped', the only 16-channel output
+            raise MemoryError("no room for the codes")
+        return real(a)
+
+    monkeypatch.setattr(cap_mod, "_compact_owned", flaky)
+    cap = capture(tiny_model, tiny_input)
+    message = r"layer 'grouped'.*MemoryError: no room.*ran out of memory"
+    with pytest.raises(RuntimeError, match=message) as info:
+        cap.maps("grouped")
+    assert isinstance(info.value.__cause__, MemoryError)
+    with pytest.raises(RuntimeError, match="layer 'grouped'"):
+        cap.wait()
+    with pytest.raises(RuntimeError, match="layer 'grouped'"):
+        cap.stats("grouped")
+    assert cap.ready("grouped")
+    ref = _sync_reference(tiny_model, tiny_input, ["conv1", "dw"])
+    assert _same_stored(cap._get("conv1"), ref["conv1"]) and _same_stored(cap._get("dw"), ref["dw"])
+    assert _gone(_compact_thread(cap))
+
+
+@pytest.mark.parametrize("chunk", [4 << 20, 4096])
+def test_back_pressure_bounds_the_copies_and_keeps_results_exact(monkeypatch, chunk):
+    # A limit far below one output: every copy waits until the previous one is compacted.
+    # chunk=4096: most copies are too big for a chunk and take the large-buffer path.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    expected = capture(model, x, "all")
+    expected.wait()
+    limit = 64 << 10
+    monkeypatch.setattr(cap_mod, "_PENDING_LIMIT", limit)
+    monkeypatch.setattr(cap_mod, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(cap_mod, "_CHUNK_VALUES", chunk // 4)
+    peak = [0]
+    real_buffer = cap_mod._Compactor._buffer
+
+    def buffer(self, n):
+        out = real_buffer(self, n)
+        peak[0] = max(peak[0], self._held)
+        return out
+
+    monkeypatch.setattr(cap_mod._Compactor, "_buffer", buffer)
+    cap = capture(model, x, "all")
+    cap.wait()
+    assert cap.names == expected.names
+    for layer in cap.names:
+        assert _same_stored(cap._get(layer), expected._get(layer)), layer
+    largest = max(4 * int(np.prod(i.out_shape)) for i in cap.layers)
+    assert 0 < peak[0] <= max(limit, largest, chunk)
+    assert _gone(_compact_thread(cap))
+
+
+def test_no_thread_is_left_after_capture_and_wait(tiny_model, tiny_input):
+    cap = capture(tiny_model, tiny_input, "all")
+    thread = _compact_thread(cap)
+    assert thread is not None and thread.name == "fmwidget-compact"
+    cap.wait()
+    assert _gone(thread)
+    assert cap.nbytes > 0
+
+
+def test_failed_forward_cancels_the_work_and_leaves_no_thread_or_hook(tiny_model, tiny_input, monkeypatch):
+    made = []
+
+    class Recorded(cap_mod._Compactor):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cap_mod, "_Compactor", Recorded)
+    monkeypatch.setattr(cap_mod, "_WAKE_BYTES", 1 << 40)  # the copies stay queued until the end
+    tiny_model.pool = Boom()  # after the three convs: their copies are queued when it raises
+    before = snapshot(tiny_model)
+    with pytest.raises(RuntimeError, match="forward pass raised ZeroDivisionError"):
+        capture(tiny_model, tiny_input)
+    assert_untouched(tiny_model, before)
+    (compactor,) = made
+    assert compactor._closed and not compactor._jobs and compactor._outstanding == 0
+    assert _gone(compactor._thread)
+
+
+def test_clear_and_garbage_collection_cancel_pending_work(tiny_model, tiny_input, monkeypatch):
+    monkeypatch.setattr(cap_mod, "_WAKE_BYTES", 1 << 40)
+    cap = capture(tiny_model, tiny_input)
+    thread = _compact_thread(cap)
+    cap.clear()
+    assert cap.nbytes == 0 and cap.output is None
+    with pytest.raises(KeyError):
+        cap.maps("conv1")
+    assert _gone(thread)
+    # A capture dropped unread keeps neither itself nor the model alive, and its thread ends.
+    model = copy.deepcopy(tiny_model)
+    model_ref = weakref.ref(model)
+    cap = capture(model, tiny_input)
+    cap_ref, thread = weakref.ref(cap), _compact_thread(cap)
+    del cap, model
+    gc.collect()
+    assert cap_ref() is None and model_ref() is None
+    assert _gone(thread)
+
+
+def test_readers_in_two_threads_get_the_same_result(tiny_model, tiny_input):
+    cap = capture(tiny_model, tiny_input, "all")
+    got: dict = {}
+
+    def read(tag):
+        got[tag] = [cap.maps(n) for n in reversed(cap.names)]
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert all(a is b for a, b in zip(got[0], got[1]))
+    ref = _sync_reference(tiny_model, tiny_input, cap.names)
+    for layer in cap.names:
+        assert _same_stored(cap._get(layer), ref[layer]), layer
+
+
+def test_a_capture_of_finished_layers_needs_no_worker(tiny_model, tiny_input):
+    # What capture() builds for outputs on another device (CUDA): _compact in the hook, no thread.
+    ref = _sync_reference(tiny_model, tiny_input, ["conv1", "dw"])
+    infos = [cap_mod.LayerInfo(n, "Conv2d", tuple(ref[n].codes.shape), None) for n in ref]
+    cap = cap_mod.Capture(layers=infos, _store=dict(ref))
+    assert cap.ready("dw") and cap.maps("dw") is ref["dw"].codes
+    cap.wait()
+    assert cap.nbytes == sum(s.codes.numel() + 8 * s.codes.shape[0] for s in ref.values())
+    cap.clear()
+    assert cap.nbytes == 0

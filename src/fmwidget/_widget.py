@@ -370,7 +370,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         )
 
     def _build(self, key: views.GridKey) -> tiles.Picture:
-        pic = views.grid_picture(self._cap, self._weight(key.layer), key, bgr=self._bgr)
+        # Only the filters view reads the weight (finding the module walks the whole model).
+        weight = self._weight(key.layer) if key.view == "filters" else None
+        pic = views.grid_picture(self._cap, weight, key, bgr=self._bgr)
         pic.meta["picture"] = _picture_id(key)
         return pic
 

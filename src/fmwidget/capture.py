@@ -11,6 +11,17 @@ runs three times) is captured at its **first** call, both for the views and for
 :func:`exact_activation`. :attr:`LayerInfo.calls` records how many calls there were, so the
 widget can say so. The first call is the one that matches the module's place in the
 forward-execution order used for :attr:`Capture.layers`.
+
+Background compaction
+---------------------
+On the CPU, a hook only takes a private float32 copy of its layer's output (so in-place
+operations later in the forward pass, such as ``ReLU(inplace=True)`` or ``out += identity``,
+cannot change what is kept) and hands it to one background thread per capture, which turns it
+into uint8 codes and exact ranges: once the forward pass is done, or during it when the copies
+grow large (``_WAKE_BYTES``; ``_PENDING_LIMIT`` bounds them). :func:`capture` returns when the
+forward pass is done; each accessor of :class:`Capture` waits for just the layers it reads (or
+compacts a layer still queued itself), and :meth:`Capture.wait` for all of them. Outputs on
+other devices (CUDA) are compacted in the hook, as before.
 """
 
 from __future__ import annotations
@@ -18,7 +29,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 import itertools
-from collections import Counter
+import threading
+import traceback
+import weakref
+from collections import Counter, deque
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -89,11 +104,26 @@ class Capture:
     quantised linearly between its own exact min and max, 255 levels) and :meth:`stats` (those
     exact float32 ranges and the decoding). Exact float32 activations come from
     :func:`exact_activation`.
+
+    CPU layers may still be being compacted in the background when :func:`capture` returns:
+    every accessor waits for the layers it reads (:meth:`ready` tells whether it would wait),
+    and :meth:`wait` waits for all of them.
     """
 
     layers: list[LayerInfo]
     output: Any = None
-    _store: dict[str, _Stored] = field(default_factory=dict, repr=False)
+    # Per layer, the finished _Stored or the background compaction's Future of one; the first
+    # access replaces a Future by its result (under _lock: the widget's prefetch thread reads
+    # too).
+    _store: dict[str, _Stored | Future] = field(default_factory=dict, repr=False)
+    _compactor: _Compactor | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._compactor is not None:
+            # A capture dropped before its layers are done cancels the rest of the work. The
+            # compactor holds no reference to this Capture, so this does not keep it alive.
+            weakref.finalize(self, self._compactor.cancel)
 
     @property
     def names(self) -> list[str]:
@@ -105,20 +135,74 @@ class Capture:
                 return info
         raise KeyError(name)
 
+    def _get(self, name: str) -> _Stored:
+        """The layer's compact storage, waiting for its background compaction if needed."""
+        item = self._store[name]
+        if isinstance(item, _Stored):
+            return item
+        if not item.done() and self._compactor is not None:
+            self._compactor.run_now(item)  # still queued: do it here rather than wait
+        try:
+            stored = item.result()
+        except CancelledError:
+            raise ValueError(
+                f"layer {name!r}: its activations were freed (Capture.clear(), e.g. by closing "
+                f"the explorer) before they were ready; capture the model again."
+            ) from None
+        except BaseException as err:
+            if not (item.done() and item.exception() is err):
+                raise  # e.g. KeyboardInterrupt while waiting: not the compaction's error
+            raise _worker_error(name, err) from err
+        with self._lock:
+            if self._store.get(name) is item:  # not cleared meanwhile
+                self._store[name] = stored
+        return stored
+
+    def ready(self, name: str) -> bool:
+        """Whether layer ``name`` is compacted, so that reading it does not wait.
+
+        Also True when its compaction failed: reading it then raises that error.
+        """
+        item = self._store[name]
+        return isinstance(item, _Stored) or item.done()
+
+    def wait(self) -> None:
+        """Block until every layer is compacted.
+
+        Raises
+        ------
+        RuntimeError
+            If compacting a layer failed (e.g. the machine ran out of memory); the message
+            names the first such layer and the original error is chained. The other layers are
+            still readable.
+        """
+        if self._compactor is not None:
+            self._compactor.drain()
+        first: BaseException | None = None
+        for name in list(self._store):
+            try:
+                self._get(name)
+            except KeyError:  # cleared meanwhile
+                pass
+            except (RuntimeError, ValueError) as err:  # a failed or cancelled layer
+                first = first or err
+        if first is not None:
+            raise first
+
     def maps(self, name: str) -> torch.Tensor:
         """(C, H, W) uint8 codes of the layer's output: ``code * stats['scale'] + stats['offset']``.
 
         Code 255 is NaN; +Inf and -Inf sit at the channel's ends. Use :meth:`values` for the
         decoded float32 values of some channels.
         """
-        return self._store[name].codes
+        return self._get(name).codes
 
     def values(self, name: str, channels: Sequence[int] | None = None) -> torch.Tensor:
         """Float32 (n, H, W) values of ``channels`` (default all), decoded from the codes.
 
         Each value is within half a step, ``(max - min) / 508``, of the true output.
         """
-        s = self._store[name]
+        s = self._get(name)
         idx = list(range(s.codes.shape[0])) if channels is None else list(channels)
         step, offset = s.decoder()
         codes = s.codes[idx]
@@ -130,7 +214,7 @@ class Capture:
     def stats(self, name: str) -> dict:
         """Exact float32 per-channel ``min``/``max`` (finite values only), the codes' decoding
         (``scale``, ``offset``, ``nan_code``) and ``finite``."""
-        s = self._store[name]
+        s = self._get(name)
         step, offset = s.decoder()
         return {
             "min": s.vmin,
@@ -143,12 +227,45 @@ class Capture:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held for the views (uint8 codes plus the exact per-channel min and max)."""
-        return sum(s.codes.numel() + s.vmin.nbytes + s.vmax.nbytes for s in self._store.values())
+        """Bytes held for the views (uint8 codes plus the exact per-channel min and max).
+
+        Waits for the background compaction of every layer.
+        """
+        if self._compactor is not None:
+            self._compactor.drain()
+        total = 0
+        for name in list(self._store):
+            try:
+                s = self._get(name)
+            except KeyError:  # cleared meanwhile
+                continue
+            total += s.codes.numel() + s.vmin.nbytes + s.vmax.nbytes
+        return total
 
     def clear(self) -> None:
-        self._store.clear()
+        """Drop every layer's activations and the model output; cancel compaction not started."""
+        if self._compactor is not None:
+            self._compactor.cancel()
+        with self._lock:
+            self._store.clear()
         self.output = None
+
+
+def _worker_error(name: str, err: BaseException) -> RuntimeError:
+    """The error an accessor raises for a layer whose background compaction failed."""
+    if isinstance(err, MemoryError):
+        hint = (
+            "The machine ran out of memory: free some (close other explorers), or use a "
+            "smaller input or fewer layers (layers=[...])."
+        )
+    elif not isinstance(err, Exception):  # KeyboardInterrupt while compacting it in a reader
+        hint = "Its activations are lost; capture the model again (create a new explorer)."
+    else:
+        hint = "This is a bug in fmwidget; please report it with the model and the input size."
+    return RuntimeError(
+        f"layer {name!r}: compacting its output in the background failed with "
+        f"{type(err).__name__}: {err}. {hint}"
+    )
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -161,17 +278,25 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def model_state(model: nn.Module) -> Iterator[list]:
+def model_state(model: nn.Module, *, eval_mode: bool = False) -> Iterator[list]:
     """Snapshot the model's mode and ``requires_grad`` flags; restore them and remove hooks.
 
     Yields a list: append every hook handle to it and it is removed on exit, whatever happens.
     Each module's own ``training`` flag is restored (a model with mixed train/eval modules
-    comes back mixed), without calling ``train()``, which would overwrite children.
+    comes back mixed), without calling ``train()``, which would overwrite children. With
+    ``eval_mode=True`` the model is put in eval mode inside: ``model.eval()``, skipped when no
+    module is training (it sets every module's flag through the slow
+    ``nn.Module.__setattr__``: ~1 ms for EfficientNet's ~340 modules).
     """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
+    modules = list(model.modules())
+    modes = [(m, m.training) for m in modules]
+    # The parameters from the module list (one traversal less than model.parameters()); a
+    # parameter shared by two modules appears twice, with the same flag.
+    grads = [(p, p.requires_grad) for m in modules for p in m._parameters.values() if p is not None]
     handles: list = []
     try:
+        if eval_mode and any(training for _, training in modes):
+            model.eval()
         yield handles
     finally:
         for handle in handles:
@@ -331,6 +456,343 @@ def _compact(out: torch.Tensor) -> _Stored:
     return _Stored(codes=codes.cpu(), vmin=vmin, vmax=vmax, finite=finite)
 
 
+def _compact_owned(a: torch.Tensor) -> _Stored:
+    """:func:`_compact` for a private, contiguous float32 (C, H, W) CPU copy, which it overwrites.
+
+    Bit for bit the same result as ``_compact(a[None])``, with less work: the ranges go straight
+    into the result arrays, the finite case needs no mask and no float32 temporary (the
+    multiply-add runs in place on the copy, a slice at a time while it is in cache), and one
+    ``np.errstate`` covers the layer. Slices with NaN or Inf take ``_compact``'s own path.
+    """
+    C = a.shape[0]
+    codes = torch.empty(a.shape, dtype=torch.uint8)
+    ranges = np.empty((2, C), np.float32)  # rows: vmin, vmax
+    lo_hi, x, y = torch.from_numpy(ranges), a.numpy(), codes.numpy()
+    step = max(1, _SLICE // max(1, a.shape[1] * a.shape[2])) if a.numel() > _WHOLE else max(1, C)
+    finite = True
+    # The float32 arithmetic below is _quantize's, op for op: gain = 254 / (hi - lo) where
+    # that range is > 0 (an overflowed, infinite range gives 254 / inf = 0, as there), base =
+    # 0.5 - lo * gain (== -lo * gain + 0.5 exactly), code = trunc(value * gain + base). The only
+    # warnings possible come from degenerate ranges, which _quantize silences too.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(0, C, step):
+            j = min(i + step, C)
+            part = a[i:j]
+            flat = part.view(j - i, -1)
+            torch.amin(flat, dim=1, out=lo_hi[0, i:j])
+            torch.amax(flat, dim=1, out=lo_hi[1, i:j])
+            lo, hi = ranges[0, i:j], ranges[1, i:j]
+            if not np.isfinite(ranges[:, i:j]).all():
+                finite = False
+                lo[:], hi[:], _ = _ranges(part)
+                _quantize(part, lo, hi, False, codes[i:j])
+                continue
+            rng = hi - lo
+            gain = np.zeros(j - i, np.float32)
+            np.divide(np.float32(_LEVELS), rng, out=gain, where=rng > 0)
+            base = np.multiply(lo, gain)
+            np.subtract(np.float32(0.5), base, out=base)
+            xs = x[i:j]
+            np.multiply(xs, gain[:, None, None], out=xs)
+            np.add(xs, base[:, None, None], out=xs)
+            # Separate add and cast: a ufunc writing uint8 directly goes through a buffered
+            # cast and is about 1.5x slower than the two SIMD loops.
+            np.copyto(y[i:j], xs, casting="unsafe")
+    return _Stored(codes=codes, vmin=ranges[0], vmax=ranges[1], finite=finite)
+
+
+# Bytes of float32 copies the background compactor may hold (queued, being compacted, or kept
+# for reuse): a hook that would exceed it waits for the worker (a single larger copy waits until
+# nothing else is pending). It bounds the extra memory when the forward pass outruns the compaction
+# (ResNet-50 at 1024 px makes 886 MB of conv outputs).
+_PENDING_LIMIT = 256 << 20
+# The worker compacts nothing until this many bytes of copies are queued (or the forward pass
+# is done, or a hook waits for room). Compacting beside the forward pass cost more than it saved
+# on a 2-core VM: each hand-over is a context switch, the worker's Python makes the forward pass
+# wait for the GIL, and its memory traffic slows the convolutions (EfficientNet-B0, capture
+# until it returns: 1.7-1.9x the forward pass with a wake-up per layer, 1.35-1.45x deferred).
+# Every torchvision classifier at 224 px stays below it (VGG-16: 52 MiB), so their compaction
+# starts once the forward pass is done, first layer first.
+_WAKE_BYTES = 64 << 20
+# Copies up to this size are carved from chunks that the worker has touched in advance (or
+# that earlier copies used): writing into fresh memory costs a page fault per 4 KiB, which made
+# the copies ~5x slower on the 2-core VM (27 MB: 12 ms fresh, 2.5 ms touched; EfficientNet-B0's
+# forward pass is ~30 ms).
+_CHUNK_BYTES = 4 << 20
+# Chunks the worker keeps ready during the forward pass: one once the first chunk is in use, two
+# from the second on (a model whose copies fit in one chunk costs one spare chunk only).
+_SPARE_CHUNKS = 2
+# Larger copies go into buffers the worker is done with when one fits, else fresh memory.
+_CHUNK_VALUES = _CHUNK_BYTES // 4
+
+
+class _Chunk:
+    """A flat float32 block that copies are carved from; reusable once none is pending."""
+
+    __slots__ = ("data", "pending", "retired")
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data, self.pending, self.retired = data, 0, False
+
+
+class _Job:
+    """One layer's copy waiting for compaction, and the future of its result."""
+
+    __slots__ = ("buf", "chunk", "copy", "future")
+
+    def __init__(self, buf: torch.Tensor | None, chunk: _Chunk | None, copy: torch.Tensor) -> None:
+        self.buf, self.chunk, self.copy, self.future = buf, chunk, copy, Future()
+
+
+def _touched(values: int) -> torch.Tensor:
+    """A fresh flat float32 block with every page already faulted in (one write per 4 KiB)."""
+    data = torch.empty(values, dtype=torch.float32)
+    data[:: 1024] = 0
+    return data
+
+
+class _Compactor:
+    """One background thread that compacts CPU copies, oldest first.
+
+    It holds the copies, the futures of their results and nothing else (no model, no
+    Capture). :meth:`close` says that no more work comes; the thread then exits once the queue
+    is empty. :meth:`cancel` also drops what has not started. A reader that needs a layer
+    still queued compacts it itself (:meth:`run_now`) rather than wait behind the others.
+    While the forward pass runs, the worker mostly keeps spare chunks ready for the copies.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._chunk: _Chunk | None = None  # the chunk copies are carved from now
+        self._pos = 0  # values of it already carved
+        self._spares: list[_Chunk] = []  # touched chunks, ready to carve from
+        self._carved = 0  # chunks carved from so far: as many spares are kept, up to 2
+        self._free: list[torch.Tensor] = []  # large buffers done with, for reuse
+        self._held = 0  # bytes of chunks and large buffers we hold, in any state
+        self._queued = 0  # bytes of copies queued and not started
+        self._stalled = 0  # hooks waiting for room (back-pressure)
+        self._outstanding = 0  # copies made and not yet released: what waiting can free
+        self._limit = _PENDING_LIMIT
+        self._closed = False
+        self._busy = False  # the worker goes on compacting until the queue is empty
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the forward pass
+    def submit(self, a: torch.Tensor) -> Future:
+        """Queue a private float32 contiguous copy of ``a`` (C, H, W) for :func:`_compact_owned`.
+
+        Called by the hooks, from the thread running the forward pass; the copy is taken
+        before this returns.
+        """
+        n = a.numel()
+        buf, chunk = self._buffer(n)
+        job = _Job(buf, chunk, buf[:n].view(a.shape))
+        job.copy.copy_(a)  # casts to float32 and makes it contiguous, like .to(float32, copy=True)
+        with self._cond:
+            if self._closed:  # cancelled from another thread meanwhile
+                self._release(job)
+                job.future.cancel()
+                return job.future
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="fmwidget-compact", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had: compact here, as on other devices
+                    job.future.set_running_or_notify_cancel()
+                    _settle(job)
+                    self._release(job)
+                    return job.future
+                self._thread = thread
+            self._jobs.append(job)
+            self._queued += 4 * n
+            if self._queued >= _WAKE_BYTES:
+                self._cond.notify_all()
+        return job.future
+
+    def _buffer(self, n: int) -> tuple[torch.Tensor, _Chunk | None]:
+        """Room for ``n`` float32 values: carved from a chunk, or a large buffer of its own."""
+        with self._cond:
+            while True:
+                if n <= _CHUNK_VALUES:
+                    if self._chunk is not None and self._pos + n <= _CHUNK_VALUES:
+                        chunk, start = self._chunk, self._pos
+                        self._pos += -(-n // 16) * 16  # 64-byte aligned
+                        chunk.pending += 1
+                        self._outstanding += 1
+                        return chunk.data[start : start + n], chunk
+                    if self._chunk is not None:
+                        self._retire(self._chunk)
+                        self._chunk = None
+                    if self._spares:
+                        self._chunk, self._pos = self._spares.pop(0), 0
+                        self._carved += 1
+                        self._cond.notify_all()  # the worker touches another spare
+                        continue
+                    need = _CHUNK_BYTES
+                else:
+                    fits = [(b.numel(), i) for i, b in enumerate(self._free) if b.numel() >= n]
+                    if fits:  # best fit among the large buffers done with
+                        self._outstanding += 1
+                        return self._free.pop(min(fits)[1]), None
+                    need = 4 * n
+                while self._held + need > self._limit and (self._free or self._spares):
+                    dropped = self._free.pop(0) if self._free else self._spares.pop(0).data
+                    self._held -= 4 * dropped.numel()  # make room
+                if self._held + need <= self._limit or not self._outstanding or self._closed:
+                    self._held += need
+                    if n > _CHUNK_VALUES:
+                        self._outstanding += 1
+                        return torch.empty(n, dtype=torch.float32), None
+                    self._chunk, self._pos = _Chunk(torch.empty(_CHUNK_VALUES, dtype=torch.float32)), 0
+                    self._carved += 1
+                    self._cond.notify_all()  # the worker touches spares for the next ones
+                    continue
+                self._stalled += 1  # back-pressure: wake the worker and wait for room
+                self._cond.notify_all()
+                self._cond.wait()
+                self._stalled -= 1
+
+    def close(self) -> None:
+        """No more work comes: the worker compacts what is queued and exits."""
+        with self._cond:
+            self._closed = True
+            self._drop_spares()
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Like :meth:`close`, and cancel every job that has not started."""
+        with self._cond:
+            self._closed = True
+            while self._jobs:
+                job = self._jobs.popleft()
+                self._queued -= 4 * job.copy.numel()
+                self._release(job)
+                job.future.cancel()
+            self._drop_spares()
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the readers
+    def run_now(self, future: Future) -> None:
+        """Compact ``future``'s layer in this thread if it is still queued, else do nothing."""
+        with self._cond:
+            job = next((j for j in self._jobs if j.future is future), None)
+            if job is None:
+                return
+            self._jobs.remove(job)
+            self._queued -= 4 * job.copy.numel()
+        self._finish(job)
+
+    def drain(self) -> None:
+        """Compact every queued job, newest first, in this thread beside the worker.
+
+        The worker takes the oldest, so the two meet in the middle instead of taking turns
+        on every layer (each turn a wake-up: slower than compacting a small layer).
+        """
+        while True:
+            with self._cond:
+                if not self._jobs:
+                    return
+                job = self._jobs.pop()
+                self._queued -= 4 * job.copy.numel()
+            self._finish(job)
+
+    # ------------------------------------------------------------------ the worker
+    def _run(self) -> None:
+        while True:
+            touch = False
+            with self._cond:
+                while True:
+                    awake = self._busy or self._closed or self._stalled or self._queued >= _WAKE_BYTES
+                    if self._jobs and awake:
+                        self._busy = True
+                        job = self._jobs.popleft()
+                        self._queued -= 4 * job.copy.numel()
+                        break
+                    if self._closed and not self._jobs:
+                        return
+                    self._busy = False
+                    room = self._held + _CHUNK_BYTES <= self._limit
+                    spares = min(_SPARE_CHUNKS, self._carved)
+                    if not self._closed and len(self._spares) < spares and room:
+                        self._held += _CHUNK_BYTES
+                        touch = True
+                        break
+                    self._cond.wait()
+            if touch:  # page faults here, on this core, rather than in the copies
+                spare = _Chunk(_touched(_CHUNK_VALUES))
+                with self._cond:
+                    if self._closed:
+                        self._held -= _CHUNK_BYTES
+                    else:
+                        self._spares.append(spare)
+                del spare
+                continue
+            self._finish(job)
+            del job
+
+    def _finish(self, job: _Job) -> None:
+        """Compact ``job`` unless cancelled, then release its memory."""
+        if job.future.set_running_or_notify_cancel():
+            _settle(job)
+        with self._cond:
+            self._release(job)
+            self._cond.notify_all()  # a hook may be waiting for room
+
+    # ------------------------------------------------------------------ bookkeeping (locked)
+    def _release(self, job: _Job) -> None:
+        """The job's copy is no longer needed: recycle or free its memory."""
+        job.copy = None
+        self._outstanding -= 1
+        if job.chunk is not None:
+            job.chunk.pending -= 1
+            if job.chunk.retired and not job.chunk.pending:
+                self._recycle(job.chunk)
+        elif self._closed:
+            self._held -= 4 * job.buf.numel()
+        else:
+            self._free.append(job.buf)
+        job.buf = job.chunk = None
+
+    def _retire(self, chunk: _Chunk) -> None:
+        chunk.retired = True
+        if not chunk.pending:
+            self._recycle(chunk)
+
+    def _recycle(self, chunk: _Chunk) -> None:
+        """A retired chunk with nothing pending: a spare again (its pages are touched)."""
+        if not self._closed and len(self._spares) < _SPARE_CHUNKS:
+            chunk.retired = False
+            self._spares.append(chunk)
+        else:
+            self._held -= _CHUNK_BYTES
+
+    def _drop_spares(self) -> None:
+        self._held -= _CHUNK_BYTES * len(self._spares)
+        self._spares.clear()
+        self._held -= 4 * sum(b.numel() for b in self._free)
+        self._free.clear()
+        if self._chunk is not None:
+            self._retire(self._chunk)
+            self._chunk = None
+
+
+def _settle(job: _Job) -> None:
+    """Run :func:`_compact_owned` on the job's copy; put its result or its error in the future.
+
+    Whatever the error (also a KeyboardInterrupt in a reader compacting a layer itself, after
+    which the copy, overwritten in place, is lost), it goes into the future: nobody may wait
+    forever, and the worker thread must not die with jobs queued.
+    """
+    try:
+        job.future.set_result(_compact_owned(job.copy))
+    except BaseException as err:
+        # The traceback's frames would keep the float32 copy alive as long as the error is
+        # stored; keep the lines, drop the locals.
+        traceback.clear_frames(err.__traceback__)
+        job.future.set_exception(err)
+
+
 def _weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, bool]:
     if isinstance(module, nn.Conv2d):
         shape = tuple(module.weight.shape)
@@ -412,8 +874,9 @@ def capture(
     calls: Counter = Counter()
     order: list[str] = []
     shapes: dict[str, tuple] = {}
-    store: dict[str, _Stored] = {}
+    store: dict[str, _Stored | Future] = {}
     not_4d: dict[str, str] = {}
+    compactor = _Compactor()
 
     def hook(module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None: output untouched
         name = candidates[module]
@@ -423,7 +886,12 @@ def capture(
         if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] >= 1:
             order.append(name)
             shapes[name] = tuple(out.shape[1:])
-            store[name] = _compact(out)
+            if out.device.type == "cpu":
+                # A private float32 copy now (an in-place op later in the pass may change the
+                # output), compacted by the worker while the forward pass goes on.
+                store[name] = compactor.submit(out[0].detach())
+            else:
+                store[name] = _compact(out)
         else:
             not_4d[name] = (
                 f"a {out.dim()}-D tensor {tuple(out.shape)}"
@@ -431,50 +899,55 @@ def capture(
                 else f"a {type(out).__name__}"
             )
 
-    with model_state(model) as handles, torch.no_grad():
-        model.eval()
-        for module in candidates:
-            handles.append(module.register_forward_hook(hook))
-        output = _forward(model, _model_input(model, x, dev))
-
-    if explicit:
-        for module, name in candidates.items():
-            if name in not_4d:
-                raise ValueError(
-                    f"layers: {name!r} ({type(module).__name__}) outputs {not_4d[name]}, not a "
-                    f"(N, C, H, W) feature map; pick modules with spatial outputs."
-                )
-            if not calls[name]:
-                raise ValueError(
-                    f"layers: {name!r} did not run during the forward pass, so it has no output; "
-                    f"pick modules that the model's forward() calls."
-                )
-    if not order and layers is None:
-        raise ValueError(
-            "model: none of its nn.Conv2d layers produced a 4-D (N, C, H, W) output during the "
-            "forward pass. Pass layers='all' or a list of module names with spatial outputs."
-        )
-    if not order:
-        raise ValueError(
-            "model: none of its modules produced a 4-D (N, C, H, W) output during the forward "
-            "pass, so there are no feature maps to show; fmwidget needs a CNN that takes an "
-            "image. Check that forward() uses its modules on the (1, 3, H, W) input."
-        )
-    by_name = {n: m for m, n in candidates.items()}
-    infos = []
-    for name in order:
-        weight_shape, depthwise = _weight_info(by_name[name])
-        infos.append(
-            LayerInfo(
-                name=name,
-                type=type(by_name[name]).__name__,
-                out_shape=shapes[name],
-                weight_shape=weight_shape,
-                calls=calls[name],
-                depthwise=depthwise,
+    try:
+        with model_state(model, eval_mode=True) as handles, torch.no_grad():
+            for module in candidates:
+                handles.append(module.register_forward_hook(hook))
+            output = _forward(model, _model_input(model, x, dev))
+        compactor.close()  # the worker exits once it has compacted what it holds
+        if explicit:
+            for module, name in candidates.items():
+                if name in not_4d:
+                    raise ValueError(
+                        f"layers: {name!r} ({type(module).__name__}) outputs {not_4d[name]}, not a "
+                        f"(N, C, H, W) feature map; pick modules with spatial outputs."
+                    )
+                if not calls[name]:
+                    raise ValueError(
+                        f"layers: {name!r} did not run during the forward pass, so it has no output; "
+                        f"pick modules that the model's forward() calls."
+                    )
+        if not order and layers is None:
+            raise ValueError(
+                "model: none of its nn.Conv2d layers produced a 4-D (N, C, H, W) output during the "
+                "forward pass. Pass layers='all' or a list of module names with spatial outputs."
             )
-        )
-    return Capture(layers=infos, output=_detach_output(output), _store=store)
+        if not order:
+            raise ValueError(
+                "model: none of its modules produced a 4-D (N, C, H, W) output during the forward "
+                "pass, so there are no feature maps to show; fmwidget needs a CNN that takes an "
+                "image. Check that forward() uses its modules on the (1, 3, H, W) input."
+            )
+        by_name = {n: m for m, n in candidates.items()}
+        infos = []
+        for name in order:
+            weight_shape, depthwise = _weight_info(by_name[name])
+            infos.append(
+                LayerInfo(
+                    name=name,
+                    type=type(by_name[name]).__name__,
+                    out_shape=shapes[name],
+                    weight_shape=weight_shape,
+                    calls=calls[name],
+                    depthwise=depthwise,
+                )
+            )
+        return Capture(layers=infos, output=_detach_output(output), _store=store, _compactor=compactor)
+    except BaseException:
+        # The model or the layer checks failed: drop the pending work (the worker exits once
+        # the copy in its hands is done).
+        compactor.cancel()
+        raise
 
 
 def _detach_output(output: Any) -> Any:
@@ -510,8 +983,7 @@ def exact_activation(
             kept.append(out[0].detach().to(device="cpu", dtype=torch.float32, copy=True))
             raise _StopForward
 
-    with model_state(model) as handles, torch.no_grad():
-        model.eval()
+    with model_state(model, eval_mode=True) as handles, torch.no_grad():
         handles.append(module.register_forward_hook(hook))
         try:
             _forward(model, _model_input(model, x, dev))
