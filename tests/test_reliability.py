@@ -541,8 +541,7 @@ def test_close_frees_activations_pictures_and_the_widget(model, tiny_input, how)
     w.grad_cam("dw")
     w._cache.wait()
     assert cap.nbytes > 0 and len(w._cache) > 0 and w._attrib_cache and hooks_of(model) == 0
-    threads = list(w._cache._pool._threads)  # the prefetch worker
-    assert threads and all(t.is_alive() for t in threads)
+    w.layer = "conv1"  # queues prefetches of its neighbours (the shared prefetch thread)
     if how == "close":
         w.close()
     else:
@@ -550,7 +549,9 @@ def test_close_frees_activations_pictures_and_the_widget(model, tiny_input, how)
             pass
     assert cap.nbytes == 0 and cap.output is None
     assert len(w._cache) == 0 and w._cache.nbytes == 0 and not w._attrib_cache
-    assert _wait_for(lambda: not any(t.is_alive() for t in threads)), "the prefetch thread outlived close()"
+    assert not w._cache._inflight and not w._cache._queued, "a prefetch of the closed widget is still on"
+    w._cache.prefetch(["anything"], lambda key: 1 / 0, len)
+    assert not w._cache._queued, "a closed cache queued work"
     ref = weakref.ref(w)
     del w
     gc.collect()
