@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -506,3 +507,18 @@ def test_a_capture_of_finished_layers_needs_no_worker(tiny_model, tiny_input):
     assert cap.nbytes == sum(s.codes.numel() + 8 * s.codes.shape[0] for s in ref.values())
     cap.clear()
     assert cap.nbytes == 0
+
+
+def test_deferred_compaction_waits_for_resume_and_readers_do_not(tiny_model, tiny_input):
+    cap = capture(tiny_model, tiny_input, "all", defer=True)
+    names = cap.names
+    time.sleep(0.2)
+    assert not any(cap.ready(n) for n in names), "compacted before resume()"
+    first = cap.maps(names[0])  # a reader compacts what it needs itself
+    assert cap.ready(names[0]) and first.dtype == torch.uint8
+    cap.resume()
+    assert _gone(_compact_thread(cap))
+    assert all(cap.ready(n) for n in names)
+    ref = _sync_reference(tiny_model, tiny_input, names)
+    for layer in names:
+        assert _same_stored(cap._get(layer), ref[layer]), layer

@@ -202,6 +202,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._ready = True
         self._refresh(prefetch=False)
         super().__init__()
+        self._cap.resume()
         self.on_msg(self._on_custom_msg)
         # Only now, with the first picture built and the comm open, so that it does not compete
         # with them on a small machine.
@@ -266,6 +267,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             if self.layer not in self.layer_names:
                 self.layer = self.layer_names[0]
             self._refresh()
+        self._cap.resume()
 
     def guided_backprop(self, name: str, channel: int) -> torch.Tensor:
         """Guided backpropagation of ``activation(name)[channel].sum()`` to the input: (3, H, W)."""
@@ -324,7 +326,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         if getattr(self, "_closed", False):
             self._capture()  # raises the "closed" error
         x, display = images.prepare_input(img, self._transform)
-        cap = capture.capture(self._model, x, self._layer_spec, device=self._device)
+        # defer: the first picture is built before the background compaction competes with it
+        cap = capture.capture(self._model, x, self._layer_spec, device=self._device, defer=True)
         # Only replace state once everything succeeded: a failure leaves the widget as it was.
         self._x, self._cap, self._display = x, cap, display
         self._input_url = ""  # encoded when a view first needs it (_show_input)

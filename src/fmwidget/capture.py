@@ -158,6 +158,13 @@ class Capture:
                 self._store[name] = stored
         return stored
 
+    def resume(self) -> None:
+        """Start compacting the remaining layers in the background, for a capture made with
+        ``defer=True``. The widget calls it once its first picture is built: the background
+        thread's Python would otherwise compete with that picture for the GIL."""
+        if self._compactor is not None:
+            self._compactor.resume()
+
     def ready(self, name: str) -> bool:
         """Whether layer ``name`` is compacted, so that reading it does not wait.
 
@@ -594,6 +601,7 @@ class _Compactor:
         self._closed = False
         self._busy = False  # the worker goes on compacting until the queue is empty
         self._worker: Future | None = None  # _run, in the shared compaction threads
+        self._paused = False  # closed, but the drain waits for resume()
 
     # ------------------------------------------------------------------ the forward pass
     def submit(self, a: torch.Tensor) -> Future:
@@ -668,17 +676,25 @@ class _Compactor:
                 self._cond.wait()
                 self._stalled -= 1
 
-    def close(self) -> None:
-        """No more work comes: the worker compacts what is queued and exits."""
+    def close(self, *, paused: bool = False) -> None:
+        """No more work comes: the worker compacts what is queued and exits. With ``paused``
+        it waits for :meth:`resume` first (readers still compact what they need themselves)."""
         with self._cond:
             self._closed = True
+            self._paused = paused
             self._drop_spares()
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
             self._cond.notify_all()
 
     def cancel(self) -> None:
         """Like :meth:`close`, and cancel every job that has not started."""
         with self._cond:
             self._closed = True
+            self._paused = False
             while self._jobs:
                 job = self._jobs.popleft()
                 self._queued -= 4 * job.copy.numel()
@@ -718,7 +734,8 @@ class _Compactor:
             touch = False
             with self._cond:
                 while True:
-                    awake = self._busy or self._closed or self._stalled or self._queued >= _WAKE_BYTES
+                    draining = self._closed and not self._paused
+                    awake = self._busy or draining or self._stalled or self._queued >= _WAKE_BYTES
                     if self._jobs and awake:
                         self._busy = True
                         job = self._jobs.popleft()
@@ -856,6 +873,7 @@ def capture(
     layers: Any = None,
     *,
     device: torch.device | str | None = None,
+    defer: bool = False,
 ) -> Capture:
     """Run ``model`` once on ``x`` and keep every offered layer's output in compact form.
 
@@ -870,6 +888,9 @@ def capture(
         output; a list names modules from ``model.named_modules()``.
     device : torch.device or str, optional
         Where the input goes; must agree with the model's parameters.
+    defer : bool, optional
+        On the CPU, start compacting the layers nobody has read yet only at
+        :meth:`Capture.resume` (default: as soon as the forward pass is done).
 
     Returns
     -------
@@ -919,7 +940,9 @@ def capture(
             for module in candidates:
                 handles.append(module.register_forward_hook(hook))
             output = _forward(model, _model_input(model, x, dev))
-        compactor.close()  # the worker exits once it has compacted what it holds
+        # The worker exits once it has compacted what it holds; with defer, it starts on that
+        # only at Capture.resume() (readers compact what they read themselves meanwhile).
+        compactor.close(paused=defer)
         if explicit:
             for module, name in candidates.items():
                 if name in not_4d:
