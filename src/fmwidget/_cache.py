@@ -7,21 +7,14 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Hashable
 
+from ._pools import shared_pool
+
 __all__ = ["PictureCache"]
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
 def _prefetch_pool() -> ThreadPoolExecutor:
-    """One prefetch thread for every widget, kept between them: starting a thread per widget
-    cost ~1.5 ms of each first view on a busy 2-core machine, and one thread is what a notebook
-    needs (the kernel serves one cell at a time)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmwidget-prefetch")
-        return _POOL
+    """One prefetch thread for every widget (see :mod:`fmwidget._pools`): a notebook kernel
+    serves one cell at a time."""
+    return shared_pool("fmwidget-prefetch", 1)
 
 
 class PictureCache:

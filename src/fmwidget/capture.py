@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._pools import shared_pool
+
 __all__ = [
     "Capture",
     "LayerInfo",
@@ -533,21 +535,11 @@ _SPARE_CHUNKS = 2
 _CHUNK_VALUES = _CHUNK_BYTES // 4
 
 
-_WORKERS: ThreadPoolExecutor | None = None
-_WORKERS_LOCK = threading.Lock()
-
-
 def _workers() -> ThreadPoolExecutor:
-    """The compaction threads, shared by every capture and kept between them: starting a
-    thread per capture cost 1.5-2 ms of the first view on a busy 2-core machine (the starter
-    waits until the new thread runs). Each capture's work is one :meth:`_Compactor._run` job
-    that ends when its copies are done; four threads, so that captures in several threads
-    never wait for each other's forward passes."""
-    global _WORKERS
-    with _WORKERS_LOCK:
-        if _WORKERS is None:
-            _WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fmwidget-compact")
-        return _WORKERS
+    """The compaction threads (see :mod:`fmwidget._pools`). Each capture's work is one
+    :meth:`_Compactor._run` job that ends when its copies are done; four threads, so that
+    captures in several threads never wait for each other's forward passes."""
+    return shared_pool("fmwidget-compact", 4)
 
 
 class _Chunk:
