@@ -19,9 +19,10 @@ function createStore() {
     if (!id || !url) return;
     const had = entries.get(id);
     entries.delete(id);
-    // Decoding now, off the slider's path, makes showing it later instant (same data URL).
-    const img = had && had.url === url ? had.img : new Image();
-    if (img.getAttribute("src") !== url) {
+    let img = had && had.url === url ? had.img : null;
+    if (!img) {
+      // Decoding now, off the slider's path, makes showing it later instant (same data URL).
+      img = new Image();
       img.src = url;
       img.decode().catch(() => {});
     }
@@ -49,9 +50,6 @@ function createStore() {
     subscribe(fn) {
       listeners.add(fn);
       return () => listeners.delete(fn);
-    },
-    get size() {
-      return entries.size;
     },
     connected: false,
   };
@@ -87,8 +85,7 @@ export function connectPictures(model) {
     }
   };
   fromTraits();
-  model.on("change:_grid", fromTraits);
-  model.on("change:_grid_id", fromTraits);
+  model.on("change:_grid_id", fromTraits); // `_grid` always comes with it
   model.on("msg:custom", onCustom);
   try {
     model.send({ type: "hello" });
@@ -97,7 +94,6 @@ export function connectPictures(model) {
   }
   return () => {
     store.connected = false;
-    model.off("change:_grid", fromTraits);
     model.off("change:_grid_id", fromTraits);
     model.off("msg:custom", onCustom);
   };

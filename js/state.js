@@ -113,16 +113,16 @@ export function namedGrid(model, pictures) {
  * The grid picture for the current traits, or null while there is none yet: the kernel's
  * answer once it is here, before that a picture it sent ahead for exactly these traits.
  */
-export function currentGrid(model, pictures) {
-  const named = namedGrid(model, pictures);
+export function currentGrid(model, pictures, named = namedGrid(model, pictures)) {
   if (gridMatches(named.meta, model)) return named.url ? named : null;
   const ahead = pictures.find((meta) => gridMatches(meta, model));
   return ahead ? { url: ahead.url, meta: ahead.meta } : null;
 }
 
 /**
- * Whether the picture on screen is behind the traits, i.e. Python still has to send the
- * `_grid` or `_side` that matches them. Used only to decide when to show "loading".
+ * Whether this page has no picture yet for the current traits: no grid picture it holds
+ * matches them (see `currentGrid`), or `_side` is for another layer or channel. Used only to
+ * decide when to show "loading".
  */
 export function displayIsStale(model, pictures) {
   const view = model.get("view");
@@ -134,23 +134,6 @@ export function displayIsStale(model, pictures) {
   }
   if (view === "filters" && !hasFilters(currentLayer(model))) return false;
   return currentGrid(model, pictures) === null;
-}
-
-/**
- * Set several traits at once and send them in one message.
- *
- * @returns {boolean} whether anything changed
- */
-export function commit(model, changes) {
-  let changed = false;
-  for (const [key, value] of Object.entries(changes)) {
-    if (model.get(key) !== value) {
-      model.set(key, value);
-      changed = true;
-    }
-  }
-  if (changed) model.save_changes();
-  return changed;
 }
 
 /** "64×55×55" for [64, 55, 55]; "—" for null. */

@@ -61,8 +61,8 @@ function createContext(model) {
     },
     /**
      * Set traits; the model changes at once and the kernel gets them at once. With `coalesce`
-     * (a slider drag) further changes within the same animation frame are held back, so the
-     * kernel gets at most one update per frame, and the latest state at the end.
+     * (a slider drag) the first change goes at once and later ones wait for the next animation
+     * frame, where only the latest goes: about one update per frame, the latest state at the end.
      */
     request(changes, { coalesce = false } = {}) {
       let changed = false;

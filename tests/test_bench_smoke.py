@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import subprocess
@@ -42,7 +43,8 @@ def test_quick_run_prints_the_table_and_every_target(quick):
     assert "payload_step_bytes_224" not in names  # 128 px: the payload targets are for 224 px
     for t in data["targets"]:
         assert isinstance(t["pass"], bool) and math.isfinite(t["measured"])
-        assert ("PASS" if t["pass"] else "MISS") in stdout
+        status = "PASS" if t["pass"] else "MISS"
+        assert re.search(rf"{status}\s+{t['target']}\s+{re.escape(t['case'])}", stdout), t
 
 
 def test_quick_run_has_every_row_with_sane_numbers(quick):
@@ -53,8 +55,9 @@ def test_quick_run_has_every_row_with_sane_numbers(quick):
     assert {r["row"] for r in rows if "channels" not in r} == {
         "forward", "first_view", "all_ready", "step_bytes", "jump_bytes"}
     steps = next(r for r in rows if r["row"] == "step_bytes")
-    # stepping sends about one picture per step (the next one, ahead): never two 64-tile pages
-    assert steps["unit"] == "bytes" and max(steps["runs"]) < 2 * 64 * 64 * 64
+    biggest = max(r["median"] for r in rows if r["row"] == "payload")
+    # stepping sends about one picture per step (the next one, ahead), never two
+    assert steps["unit"] == "bytes" and max(steps["runs"]) < 1.5 * biggest
     for want in (64, 256, 2048):
         mine = {r["row"] for r in rows if r.get("channels") == want}
         assert LAYER_ROWS <= mine, (want, mine)

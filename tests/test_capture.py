@@ -426,7 +426,7 @@ def test_back_pressure_bounds_the_copies_and_keeps_results_exact(monkeypatch, ch
     assert _gone(_compact_thread(cap))
 
 
-def test_no_thread_is_left_after_capture_and_wait(tiny_model, tiny_input):
+def test_the_capture_job_ends_after_wait(tiny_model, tiny_input):
     cap = capture(tiny_model, tiny_input, "all")
     thread = _compact_thread(cap)
     assert thread is not None

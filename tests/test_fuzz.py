@@ -20,8 +20,8 @@ from fmwidget import FeatureMapExplorer, views
 from fmwidget import _widget as W
 
 PUBLIC = list(W._BROWSER_KEYS)
-PRIVATE = ["_layers", "_header", "_input_png", "_grid", "_grid_meta", "_side", "_attrib",
-           "_status", "_error", "_model_name", "_model_module", "_view_name", "_esm", "_css",
+PRIVATE = ["_layers", "_header", "_input_png", "_grid", "_grid_id", "_grid_meta", "_side",
+           "_attrib", "_status", "_error", "_model_name", "_model_module", "_view_name", "_esm", "_css",
            "_dom_classes", "layout", "tabbable", "tooltip", "comm", "keys", "log"]
 
 

@@ -11,7 +11,6 @@ import copy
 import gc
 import socket
 import struct
-import time
 import weakref
 import zlib
 
@@ -522,12 +521,6 @@ def test_thousand_switches_keep_memory_flat():
     assert hooks_of(model) == 0 and w._error == ""
     w.close()
 
-
-def _wait_for(condition, seconds: float = 10.0) -> bool:
-    end = time.monotonic() + seconds
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.mark.parametrize("how", ["close", "context manager"])

@@ -94,10 +94,10 @@ export function createGridView(ctx, hover) {
 
   /** The picture for the current traits if this page has it, else keep the last one. */
   function updatePicture(noWeights) {
-    const pic = currentGrid(model, pictures) || namedGrid(model, pictures);
-    const named = model.get("_grid_meta") || {};
-    if (!pic.url && named.picture && named.picture !== resent && gridMatches(named, model)) {
-      resent = named.picture; // the kernel counted on a picture this page lacks: ask once
+    const named = namedGrid(model, pictures);
+    const pic = currentGrid(model, pictures, named) || named;
+    if (!pic.url && named.meta.picture && named.meta.picture !== resent && gridMatches(named.meta, model)) {
+      resent = named.meta.picture; // the kernel counted on a picture this page lacks: ask once
       ctx.send({ type: "resend_grid" });
     }
     if (noWeights) {

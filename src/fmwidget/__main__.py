@@ -51,12 +51,10 @@ def demo(args: argparse.Namespace) -> int:
 def layers(args: argparse.Namespace) -> int:
     from . import FeatureMapExplorer, models
 
-    if args.model == "default":
-        resolved = models.demo_model()
-        model, transform, name = resolved.module, resolved.transform, resolved.name
-    else:
-        model, transform, name = args.model, None, args.model
-    with FeatureMapExplorer(model, models.sample_image(), transform=transform, layers=args.layers) as w:
+    # A ResolvedModel carries its transform and labels; a name is resolved by the widget.
+    model = models.demo_model() if args.model == "default" else args.model
+    name = model.name if args.model == "default" else args.model
+    with FeatureMapExplorer(model, models.sample_image(), layers=args.layers) as w:
         print(f"{name}: input {tuple(w.input_tensor.shape)}, {len(w.layer_names)} layers")
         print(f"{'layer':40s} {'type':22s} {'output (C, H, W)':20s} weight")
         for info in w._capture().layers:

@@ -185,6 +185,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._sent_lock = threading.Lock()
         self._holding_grid = False
         self._direction = 1
+        self._ahead: views.GridKey | None = None  # the picture to send ahead (_prefetch_neighbours)
         self._page_ready = False  # a page has built the model and said hello
         self._load(img)
         first = self._cap.layers[0].name
@@ -266,8 +267,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             self._attrib = {}
             if self.layer not in self.layer_names:
                 self.layer = self.layer_names[0]
-            self._refresh()
-        self._cap.resume()
+            self._refresh(prefetch=False)
+        self._cap.resume()  # the same order as in __init__: picture, compaction, prefetch
+        self._prefetch_neighbours()
 
     def guided_backprop(self, name: str, channel: int) -> torch.Tensor:
         """Guided backpropagation of ``activation(name)[channel].sum()`` to the input: (3, H, W)."""
@@ -297,7 +299,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def close(self) -> None:
         """Free the captured activations and cached pictures, stop prefetching, close the comm."""
         # getattr: ipywidgets calls close() from __del__, also for a constructor that failed.
-        self._closed = True
+        # Under the lock: a picture being sent ahead from the prefetch thread finishes first.
+        with getattr(self, "_sent_lock", contextlib.nullcontext()):
+            self._closed = True
         cache = getattr(self, "_cache", None)
         if cache is not None:
             cache.close()
@@ -462,10 +466,13 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         return self._neighbour_key(i + self._direction) or self._neighbour_key(i - self._direction)
 
     def _prefetch_neighbours(self) -> None:
+        # The picture to send ahead, kept for _send_ahead: the prefetch thread compares with it
+        # rather than read traits that the main thread may be changing.
+        self._ahead = None
         if self.view == "side":
             return
         i = self.layer_names.index(self.layer)
-        ahead = self._ahead_key()
+        ahead = self._ahead = self._ahead_key()
         keys = [ahead] if ahead else []
         for j in (i + 1, i - 1, i + 2):
             key = self._neighbour_key(j)
@@ -480,10 +487,10 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         at once when the slider moves (then the kernel's answer carries only its id). At most
         one picture ahead, and none that the browser holds: sequential moves cost one
         picture each, as without it."""
-        if self._closed or not self._page_ready or key != self._ahead_key():
-            return  # the user moved on meanwhile: another picture is the likely next one
         pid = pic.meta["picture"]
         with self._sent_lock:  # held while sending, so _show_grid never counts on a picture in transit
+            if self._closed or not self._page_ready or key != self._ahead:
+                return  # closed, no page yet, or the user moved on: another picture is next
             if pid in self._sent:
                 return
             self._remember_sent(pid)
@@ -655,10 +662,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
                 self._remember_sent(self._grid_id)
         if kind == "resend_grid":
             self.send_state(["_grid", "_grid_id", "_grid_meta"])
-        else:
-            ahead = self._ahead_key()
-            if ahead is not None and self._ready:
-                self._cache.when_ready(ahead, _weak_sender(self))
+        elif self._ahead is not None:
+            self._cache.when_ready(self._ahead, _weak_sender(self))
 
     def _attribution(self, kind: str, content: dict) -> dict:
         if kind == "predictions":
@@ -671,9 +676,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             url = tiles.encode_rgb(attribution.normalize_for_display(g))
             return {"gbp": {"layer": self.layer, "channel": self.channel, "url": url}}
         target = content.get("target")
-        if target is not None:
-            target = _index_arg("target", target, self._n_classes(), "the model output (classes)")
-        cam = self.grad_cam(self.layer, target)
+        cam = self.grad_cam(self.layer, target)  # checks target, with the same message
         used = target if target is not None else self._top_indices(1)[0]
         pic = tiles.render_single(cam, norm="layer", cmap="viridis", vmin=0.0, vmax=1.0)
         label = self._labels[used] if self._labels and used < len(self._labels) else str(used)

@@ -145,9 +145,8 @@ def _attribution_mode(model: nn.Module) -> Iterator[list]:
     :func:`fmwidget.capture.model_state`; the ``inplace`` flags here.
     """
     inplace = [(m, m.inplace) for m in model.modules() if isinstance(m, nn.ReLU)]
-    with model_state(model) as handles:
+    with model_state(model, eval_mode=True) as handles:
         try:
-            model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
             for m, _ in inplace:

@@ -16,8 +16,9 @@ Background compaction
 ---------------------
 On the CPU, a hook only takes a private float32 copy of its layer's output (so in-place
 operations later in the forward pass, such as ``ReLU(inplace=True)`` or ``out += identity``,
-cannot change what is kept) and hands it to one background thread per capture, which turns it
-into uint8 codes and exact ranges: once the forward pass is done, or during it when the copies
+cannot change what is kept) and hands it to its capture's job in the shared compaction threads
+(:mod:`fmwidget._pools`), which turns it into uint8 codes and exact ranges: once the forward
+pass is done (with ``defer=True``, at :meth:`Capture.resume`), or during it when the copies
 grow large (``_WAKE_BYTES``; ``_PENDING_LIMIT`` bounds them). :func:`capture` returns when the
 forward pass is done; each accessor of :class:`Capture` waits for just the layers it reads (or
 compacts a layer still queued itself), and :meth:`Capture.wait` for all of them. Outputs on
@@ -238,18 +239,12 @@ class Capture:
     def nbytes(self) -> int:
         """Bytes held for the views (uint8 codes plus the exact per-channel min and max).
 
-        Waits for the background compaction of every layer.
+        Waits for the background compaction of every layer (:meth:`wait`).
         """
-        if self._compactor is not None:
-            self._compactor.drain()
-        total = 0
-        for name in list(self._store):
-            try:
-                s = self._get(name)
-            except KeyError:  # cleared meanwhile
-                continue
-            total += s.codes.numel() + s.vmin.nbytes + s.vmax.nbytes
-        return total
+        self.wait()
+        with self._lock:
+            stored = [s for s in self._store.values() if isinstance(s, _Stored)]
+        return sum(s.codes.numel() + s.vmin.nbytes + s.vmax.nbytes for s in stored)
 
     def clear(self) -> None:
         """Drop every layer's activations and the model output; cancel compaction not started."""
@@ -568,11 +563,12 @@ def _touched(values: int) -> torch.Tensor:
 
 
 class _Compactor:
-    """One background thread that compacts CPU copies, oldest first.
+    """One capture's background compaction of CPU copies, oldest first: one job (:meth:`_run`)
+    in the shared compaction threads.
 
     It holds the copies, the futures of their results and nothing else (no model, no
-    Capture). :meth:`close` says that no more work comes; the thread then exits once the queue
-    is empty. :meth:`cancel` also drops what has not started. A reader that needs a layer
+    Capture). :meth:`close` says that no more work comes; the job then ends once the queue
+    is empty (after :meth:`resume` if closed ``paused``). :meth:`cancel` also drops what has not started. A reader that needs a layer
     still queued compacts it itself (:meth:`run_now`) rather than wait behind the others.
     While the forward pass runs, the worker mostly keeps spare chunks ready for the copies.
     """

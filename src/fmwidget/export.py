@@ -145,8 +145,7 @@ def save_png(widget: "FeatureMapExplorer", path: str | Path, *, width: int = 900
     """
     target = _path(path, (".png",))
     info = widget._capture().info(widget.layer)
-    if widget.view == "side":
-        widget._show_input()
+    if widget.view == "side":  # which sets _input_png (FeatureMapExplorer._refresh)
         parts = [_decode(widget._input_png)]
         side = widget._side
         if side.get("filter"):

@@ -11,10 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +32,6 @@ _spec = importlib.util.spec_from_file_location("fmwidget_e2e_conftest", HERE / "
 e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 
-QUICKSTART_WAIT_S = 20 * 60  # the notebook may still be being written by another engineer
 KERNEL_TIMEOUT_S = 60
 RENDER_TIMEOUT_MS = 180_000  # kernel start + torch import + demo_model() + one forward pass
 STOP_TIMEOUT_S = 20
@@ -55,20 +52,6 @@ ALL_CELLS_RUN_JS = """() => { const cells = [...document.querySelectorAll('.jp-N
   return done && k.status === 'idle'; }"""
 
 
-def _wait_for_quickstart():
-    """Wait until notebooks/quickstart.ipynb exists and is a readable notebook; return it."""
-    deadline = time.monotonic() + QUICKSTART_WAIT_S
-    last_error = "it does not exist"
-    while time.monotonic() < deadline:
-        if QUICKSTART.is_file():
-            try:
-                return nbformat.read(QUICKSTART, as_version=4)
-            except (OSError, ValueError) as err:  # half-written: try again shortly
-                last_error = f"it is not a readable notebook yet ({err})"
-        time.sleep(5)
-    pytest.fail(f"{QUICKSTART} was not ready after {QUICKSTART_WAIT_S} s: {last_error}")
-
-
 def _stop(proc):
     """SIGTERM (the server shuts its kernels down), then SIGKILL after STOP_TIMEOUT_S."""
     if proc.poll() is not None:
@@ -84,7 +67,6 @@ def _stop(proc):
 @pytest.fixture
 def demo_server(tmp_path):
     """``python -m fmwidget demo`` in a temporary folder holding a copy of ``notebooks/``."""
-    _wait_for_quickstart()
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(NOTEBOOKS, work / "notebooks")
