@@ -522,3 +522,116 @@ def test_deferred_compaction_waits_for_resume_and_readers_do_not(tiny_model, tin
     ref = _sync_reference(tiny_model, tiny_input, names)
     for layer in names:
         assert _same_stored(cap._get(layer), ref[layer]), layer
+
+
+# ---------------------------------------------------------------- warm chunks kept between captures
+
+
+def test_warm_chunks_are_kept_between_captures_within_the_bound_and_released():
+    cap_mod.release_reserve()
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)  # ~11 MB of conv outputs: three chunks or more
+    capture(model, x).wait()
+    kept = len(cap_mod._reserve)
+    assert 0 < kept <= cap_mod._RESERVE_CHUNKS
+    for _ in range(3):
+        capture(model, x).wait()
+        assert len(cap_mod._reserve) <= cap_mod._RESERVE_CHUNKS
+    held = len(cap_mod._reserve)
+    assert cap_mod.release_reserve() == held * cap_mod._CHUNK_BYTES
+    assert cap_mod._reserve == [] and cap_mod.release_reserve() == 0
+
+
+def test_reserve_bound_is_respected(monkeypatch):
+    cap_mod.release_reserve()
+    monkeypatch.setattr(cap_mod, "_RESERVE_CHUNKS", 1)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    capture(model, torch.randn(1, 3, 224, 224)).wait()
+    assert len(cap_mod._reserve) == 1
+    cap_mod.release_reserve()
+
+
+def test_reused_chunks_leave_no_trace_of_earlier_values():
+    # Chunks from the reserve hold whatever the last capture left there: poison them and check
+    # that the next capture is still bit-identical to the synchronous path.
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 160, 160)
+    capture(model, x, "all").wait()
+    assert cap_mod._reserve
+    for data in cap_mod._reserve:
+        data.fill_(float("nan"))
+    cap_mod._reserve.append(torch.full((1000,), float("inf")))  # a chunk of another size: skipped
+    cap = capture(model, x, "all")
+    ref = _sync_reference(model, x, cap.names)
+    cap.wait()
+    for layer in cap.names:
+        assert _same_stored(cap._get(layer), ref[layer]), layer
+    assert all(d.numel() == cap_mod._CHUNK_VALUES for d in cap_mod._reserve)
+
+
+# ---------------------------------------------------------------- work beside the forward pass
+
+
+def test_early_work_gets_its_layer_compacted_during_the_forward_pass(tiny_model, tiny_input):
+    threads = []
+
+    def first_codes(one):
+        threads.append(threading.current_thread())
+        assert len(one.layers) == 1 and one.layers[0].calls == 1
+        return one.names[0], one.maps(one.names[0]).clone(), one.stats(one.names[0])["max"].copy()
+
+    early = cap_mod.Early(first_codes)
+    cap = capture(tiny_model, tiny_input, "all", defer=True, early=early)
+    name, codes, vmax = early.result.result(timeout=30)
+    assert name == cap.names[0]
+    assert threads[0] is not threading.main_thread()  # beside the forward pass, not after it
+    time.sleep(0.2)
+    assert not any(cap.ready(n) for n in cap.names[1:]), "the early layer started the drain"
+    assert torch.equal(codes, cap.maps(name)) and np.array_equal(vmax, cap.stats(name)["max"])
+    ref = _sync_reference(tiny_model, tiny_input, [name])
+    assert _same_stored(cap._get(name), ref[name])
+    cap.resume()
+    cap.wait()
+
+
+def test_early_work_on_a_named_layer(tiny_model, tiny_input):
+    early = cap_mod.Early(lambda one: (one.names, one.layers[0].type, one.layers[0].depthwise), layer="dw")
+    cap = capture(tiny_model, tiny_input, early=early)
+    assert early.result.result(timeout=30) == (["dw"], "Conv2d", True)
+    assert cap.names == ["conv1", "dw", "grouped"]
+
+
+@pytest.mark.parametrize("layer", ["fc", "pool", "no_such_layer"])
+def test_early_work_is_cancelled_when_its_layer_gives_no_map(tiny_model, tiny_input, layer):
+    # fc: 2-D output; pool: not offered by default; the last: no such module.
+    early = cap_mod.Early(lambda one: one.names, layer=layer)
+    cap = capture(tiny_model, tiny_input, early=early)
+    assert early.result.cancelled()
+    assert cap.names == ["conv1", "dw", "grouped"]
+
+
+def test_early_work_errors_stay_in_its_result(tiny_model, tiny_input):
+    def boom(one):
+        raise RuntimeError("early failed")
+
+    early = cap_mod.Early(boom)
+    cap = capture(tiny_model, tiny_input, early=early)
+    with pytest.raises(RuntimeError, match="early failed"):
+        early.result.result(timeout=30)
+    cap.wait()  # the capture itself is fine
+    assert cap.maps("conv1").dtype == torch.uint8
+
+
+def test_early_work_is_cancelled_when_the_forward_fails(tiny_model, tiny_input):
+    def fail(*_):
+        raise RuntimeError("bad forward")
+
+    handle = tiny_model.dw.register_forward_hook(fail)  # before "grouped" runs
+    early = cap_mod.Early(lambda one: one.names, layer="grouped")
+    with pytest.raises(Exception, match="bad forward"):
+        capture(tiny_model, tiny_input, early=early)
+    handle.remove()
+    assert early.result.cancelled()

@@ -569,3 +569,29 @@ def test_prepare_input_transform_that_raises_or_is_not_callable():
 
 def test_prepare_input_reports_the_argname():
     expect(TypeError, lambda: prepare_input(None, argname="image"), "None", argname="image")
+
+
+def test_prepare_input_lazy_computes_the_picture_once_and_only_when_asked(chelsea, monkeypatch):
+    calls = []
+    real = images._tensor_display
+    monkeypatch.setattr(images, "_tensor_display", lambda *a: calls.append(1) or real(*a))
+    given = imagenet_transform()(Image.fromarray(chelsea))
+    x, display = images.prepare_input_lazy(given)
+    assert torch.equal(x[0], given) and calls == []
+    first = display()
+    assert display() is first and calls == [1]
+    np.testing.assert_array_equal(first, resized_and_cropped(chelsea, 224))
+
+
+@pytest.mark.parametrize("transform", [None, "caffe", "torchvision", "callable"])
+def test_prepare_input_lazy_matches_prepare_input(chelsea, transform):
+    transform = {
+        None: None,
+        "caffe": caffe_transform(),
+        "torchvision": ResNet18_Weights.IMAGENET1K_V1.transforms(),
+        "callable": lambda img: torch.from_numpy(np.asarray(img, np.float32).transpose(2, 0, 1).copy()),
+    }[transform]
+    x, display = prepare_input(chelsea, transform)
+    lazy_x, lazy_display = images.prepare_input_lazy(chelsea, transform)
+    assert torch.equal(x, lazy_x)
+    np.testing.assert_array_equal(display, lazy_display())

@@ -228,3 +228,41 @@ def test_prefetch_predicts_the_page_a_move_will_show(resnet, cat):
     w.layer = "layer4.0.downsample.0"  # the next conv: input page back to 0, prefetched
     assert w.in_page == 0 and w._cache.misses == misses
     w.close()
+
+
+def _fresh(w: FeatureMapExplorer) -> str:
+    """The current grid picture built now, in this thread, without the cache."""
+    return w._build(w._key()).url
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"layer": "layer2.0.conv1", "channel": 70, "page_size": 32},
+        {"layer": "layer1.0.conv2", "norm": "layer", "cmap": "gray"},
+    ],
+)
+def test_first_picture_is_built_beside_the_forward_pass_and_is_the_same(resnet, cat, kwargs):
+    w = FeatureMapExplorer(resnet, cat, **kwargs)
+    try:
+        # The constructor's picture came from the capture's early work: a cache hit, no build.
+        assert (w._cache.hits, w._cache.misses) == (1, 0)
+        assert w._grid_meta["layer"] == kwargs.get("layer", "conv1")
+        assert w.page == kwargs.get("channel", 0) // w.page_size
+        assert w._grid == _fresh(w)
+        w.set_image(cat.rotate(90))  # the same for a new image, on the page shown
+        assert (w._cache.hits, w._cache.misses) == (2, 0)
+        assert w._grid == _fresh(w)
+    finally:
+        w.close()
+
+
+def test_views_other_than_maps_build_their_first_picture_after_the_capture(tiny_model, tiny_input):
+    w = FeatureMapExplorer(tiny_model, tiny_input, view="filters")
+    assert (w._cache.hits, w._cache.misses) == (0, 1)
+    assert w._grid == _fresh(w)
+    w.close()
+    with pytest.raises(TraitError, match="page_size"):  # a bad value: no early work, the same error
+        FeatureMapExplorer(tiny_model, tiny_input, page_size=20)
+    assert hooks_of(tiny_model) == 0

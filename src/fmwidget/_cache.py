@@ -57,6 +57,11 @@ class PictureCache:
                 old, _ = self._items.popitem(last=False)
                 self._sizes.pop(old, None)
 
+    def put(self, key: Hashable, value: object, size: int) -> None:
+        """Cache ``value``, built elsewhere (the widget's first picture, built beside the
+        forward pass), as the most recently used entry."""
+        self._put(key, value, size)
+
     def get(self, key: Hashable, build: Callable[[], object], size: Callable[[object], int]) -> object:
         with self._lock:
             if key in self._items:

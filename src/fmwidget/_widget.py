@@ -187,10 +187,13 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         self._direction = 1
         self._ahead: views.GridKey | None = None  # the picture to send ahead (_prefetch_neighbours)
         self._page_ready = False  # a page has built the model and said hello
-        self._load(img)
-        first = self._cap.layers[0].name
-        initial = {"layer": first, "channel": 0, "view": "maps", "norm": "auto", "cmap": "auto"}
-        initial.update(kwargs)
+        wanted = {"channel": 0, "view": "maps", "norm": "auto", "cmap": "auto", "page_size": self.page_size, **kwargs}
+        early = self._early_picture(
+            wanted["view"], kwargs.get("layer"), wanted["channel"], wanted["page_size"], wanted["norm"], wanted["cmap"],
+            from_channel=True,
+        )
+        self._load(img, early)
+        initial = {"layer": self._cap.layers[0].name, **wanted}
         # Everything, the first picture included, is in the traits before the comm opens, so
         # the browser gets it with the widget's first state and displays it at once.
         with self.hold_trait_notifications():
@@ -260,7 +263,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
 
     def set_image(self, img: Any) -> None:
         """Run the model on a new image and refresh every view. On error nothing changes."""
-        self._load(img)
+        self._load(img, self._early_picture(self.view, self.layer, self.page, self.page_size, self.norm, self.cmap))
         with self.hold_sync():
             if self._input_png:  # a view shows it already: the new one at once
                 self._show_input()
@@ -326,25 +329,58 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             )
         return self._cap
 
-    def _load(self, img: Any) -> None:
+    def _load(self, img: Any, early: capture.Early | None = None) -> None:
         if getattr(self, "_closed", False):
             self._capture()  # raises the "closed" error
-        x, display = images.prepare_input(img, self._transform)
+        x, display = images.prepare_input_lazy(img, self._transform)
         # defer: the first picture is built before the background compaction competes with it
-        cap = capture.capture(self._model, x, self._layer_spec, device=self._device, defer=True)
+        cap = capture.capture(self._model, x, self._layer_spec, device=self._device, defer=True, early=early)
         # Only replace state once everything succeeded: a failure leaves the widget as it was.
         self._x, self._cap, self._display = x, cap, display
         self._input_url = ""  # encoded when a view first needs it (_show_input)
         self._version += 1
         self._cache.clear()
         self._attrib_cache.clear()
+        if early is not None:
+            self._adopt(early)
+
+    def _early_picture(
+        self, view: Any, layer: Any, where: Any, page_size: Any, norm: Any, cmap: Any, *, from_channel: bool = False
+    ) -> capture.Early | None:
+        """The next capture's first picture, built beside its forward pass (:class:`capture.Early`):
+        a feature-maps page, the one view that waits for the forward pass. ``where`` is the
+        page, or with ``from_channel`` the channel whose page it is. None where the arguments
+        are not all valid: the traits' own checks report those once the capture is done."""
+        if view != "maps" or page_size not in PAGE_SIZES or not all(type(v) is int for v in (where, page_size)) or where < 0:
+            return None
+        if not all(isinstance(v, str) for v in (norm, cmap)) or not (layer is None or isinstance(layer, str)):
+            return None
+        page = where // page_size if from_channel else where
+        norm, cmap = views.resolve_style("maps", norm, cmap)
+        version = self._version + 1  # the one _load gives the new capture
+
+        def build(one: capture.Capture) -> tuple[views.GridKey, tiles.Picture]:
+            key = views.GridKey(version, "maps", one.names[0], page, page_size, 0, norm, cmap)
+            return key, self._build(key, one)
+
+        return capture.Early(build, layer)
+
+    def _adopt(self, early: capture.Early) -> None:
+        """Cache the picture ``early`` built; it is used if its key is the one asked for."""
+        if early.result.cancel():  # never started: the layer is compacted when it is read
+            return
+        try:
+            key, pic = early.result.result()
+        except Exception:  # noqa: BLE001 - built again when asked for, which reports the error
+            return
+        self._cache.put(key, pic, _picture_size(pic))
 
     def _show_input(self) -> None:
         """Send the input picture (the side view and the attribution panel show it). It is
         PNG-encoded on first need, not in the constructor: ~2 ms and ~100 KB that the first
         view (the feature maps) does not use."""
         if not self._input_url:
-            self._input_url = tiles.encode_rgb(self._display)
+            self._input_url = tiles.encode_rgb(self._display())
         self._input_png = self._input_url
 
     def _remember(self, key: tuple, value: Any) -> None:
@@ -376,10 +412,11 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             self._version, self.view, layer or self.layer, self.page, self.page_size, self.in_page, norm, cmap
         )
 
-    def _build(self, key: views.GridKey) -> tiles.Picture:
+    def _build(self, key: views.GridKey, cap: capture.Capture | None = None) -> tiles.Picture:
+        """The grid picture for ``key``, from ``cap`` (default: the widget's capture)."""
         # Only the filters view reads the weight (finding the module walks the whole model).
         weight = self._weight(key.layer) if key.view == "filters" else None
-        pic = views.grid_picture(self._cap, weight, key, bgr=self._bgr)
+        pic = views.grid_picture(self._cap if cap is None else cap, weight, key, bgr=self._bgr)
         pic.meta["picture"] = _picture_id(key)
         return pic
 

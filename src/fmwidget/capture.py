@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import itertools
 import threading
 import traceback
@@ -36,7 +37,7 @@ import weakref
 from collections import Counter, deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,12 +47,14 @@ from ._pools import shared_pool
 
 __all__ = [
     "Capture",
+    "Early",
     "LayerInfo",
     "ModelError",
     "capture",
     "exact_activation",
     "model_device",
     "model_state",
+    "release_reserve",
     "resolve_layer",
 ]
 
@@ -562,6 +565,63 @@ def _touched(values: int) -> torch.Tensor:
     return data
 
 
+# Chunks whose pages are faulted in, kept between captures (process-wide, at most
+# _RESERVE_CHUNKS, 32 MiB): the next capture, e.g. after set_image() or re-running a cell,
+# copies into warm memory instead of page-faulting its way through fresh chunks. On the 2-core
+# VM that took EfficientNet-B0's capture from 1.39-1.48x to 1.22-1.25x its forward pass
+# (benchmarks/README.md). Chunks beyond the bound, and those dropped to stay under
+# _PENDING_LIMIT, are freed.
+_RESERVE_CHUNKS = 8
+_reserve: list[torch.Tensor] = []
+_reserve_lock = threading.Lock()
+
+
+def _from_reserve() -> torch.Tensor | None:
+    with _reserve_lock:
+        while _reserve:
+            data = _reserve.pop()
+            if data.numel() == _CHUNK_VALUES:  # (tests change the chunk size)
+                return data
+    return None
+
+
+def _warm_chunk() -> torch.Tensor:
+    """A chunk's worth of float32 with its pages faulted in: from the reserve, else touched now."""
+    data = _from_reserve()
+    return _touched(_CHUNK_VALUES) if data is None else data
+
+
+def _reserved_or_fresh() -> torch.Tensor:
+    """A chunk for the copies when no spare is ready: warm from the reserve, else fresh (its
+    page faults then happen in the copies, on the forward pass's thread)."""
+    data = _from_reserve()
+    return torch.empty(_CHUNK_VALUES, dtype=torch.float32) if data is None else data
+
+
+def _keep_warm(data: torch.Tensor) -> None:
+    """Put a chunk no capture uses any more in the reserve, or free it if that is full."""
+    with _reserve_lock:
+        if len(_reserve) < _RESERVE_CHUNKS and data.numel() == _CHUNK_VALUES:
+            _reserve.append(data)
+
+
+def release_reserve() -> int:
+    """Free the warm copy blocks kept between captures; return the bytes released.
+
+    fmwidget keeps at most 32 MiB of them (see ``_RESERVE_CHUNKS``); call this to give that
+    memory back at once, e.g. before a memory-hungry training run in the same kernel.
+
+    Examples
+    --------
+    >>> release_reserve() >= 0
+    True
+    """
+    with _reserve_lock:
+        freed = sum(4 * d.numel() for d in _reserve)
+        _reserve.clear()
+    return freed
+
+
 class _Compactor:
     """One capture's background compaction of CPU copies, oldest first: one job (:meth:`_run`)
     in the shared compaction threads.
@@ -590,13 +650,15 @@ class _Compactor:
         self._busy = False  # the worker goes on compacting until the queue is empty
         self._worker: Future | None = None  # _run, in the shared compaction threads
         self._paused = False  # closed, but the drain waits for resume()
+        self._urgent: _Job | None = None  # queued, to be compacted before the others at once
 
     # ------------------------------------------------------------------ the forward pass
-    def submit(self, a: torch.Tensor) -> Future:
+    def submit(self, a: torch.Tensor, *, urgent: bool = False) -> Future:
         """Queue a private float32 contiguous copy of ``a`` (C, H, W) for :func:`_compact_owned`.
 
         Called by the hooks, from the thread running the forward pass; the copy is taken
-        before this returns.
+        before this returns. An ``urgent`` copy (one per capture at most) is compacted at once,
+        beside the forward pass, ahead of the others.
         """
         n = a.numel()
         buf, chunk = self._buffer(n)
@@ -617,7 +679,9 @@ class _Compactor:
                     return job.future
             self._jobs.append(job)
             self._queued += 4 * n
-            if self._queued >= _WAKE_BYTES:
+            if urgent:
+                self._urgent = job
+            if urgent or self._queued >= _WAKE_BYTES:
                 self._cond.notify_all()
         return job.future
 
@@ -655,7 +719,7 @@ class _Compactor:
                     if n > _CHUNK_VALUES:
                         self._outstanding += 1
                         return torch.empty(n, dtype=torch.float32), None
-                    self._chunk, self._pos = _Chunk(torch.empty(_CHUNK_VALUES, dtype=torch.float32)), 0
+                    self._chunk, self._pos = _Chunk(_reserved_or_fresh()), 0
                     self._carved += 1
                     self._cond.notify_all()  # the worker touches spares for the next ones
                     continue
@@ -683,6 +747,7 @@ class _Compactor:
         with self._cond:
             self._closed = True
             self._paused = False
+            self._urgent = None
             while self._jobs:
                 job = self._jobs.popleft()
                 self._queued -= 4 * job.copy.numel()
@@ -700,6 +765,8 @@ class _Compactor:
                 return
             self._jobs.remove(job)
             self._queued -= 4 * job.copy.numel()
+            if job is self._urgent:
+                self._urgent = None
         self._finish(job)
 
     def drain(self) -> None:
@@ -714,6 +781,8 @@ class _Compactor:
                     return
                 job = self._jobs.pop()
                 self._queued -= 4 * job.copy.numel()
+                if job is self._urgent:
+                    self._urgent = None
             self._finish(job)
 
     # ------------------------------------------------------------------ the worker
@@ -722,6 +791,11 @@ class _Compactor:
             touch = False
             with self._cond:
                 while True:
+                    if self._urgent is not None:  # not the oldest, nor the start of a drain
+                        job, self._urgent = self._urgent, None
+                        self._jobs.remove(job)
+                        self._queued -= 4 * job.copy.numel()
+                        break
                     draining = self._closed and not self._paused
                     awake = self._busy or draining or self._stalled or self._queued >= _WAKE_BYTES
                     if self._jobs and awake:
@@ -740,10 +814,11 @@ class _Compactor:
                         break
                     self._cond.wait()
             if touch:  # page faults here, on this core, rather than in the copies
-                spare = _Chunk(_touched(_CHUNK_VALUES))
+                spare = _Chunk(_warm_chunk())
                 with self._cond:
                     if self._closed:
                         self._held -= _CHUNK_BYTES
+                        _keep_warm(spare.data)
                     else:
                         self._spares.append(spare)
                 del spare
@@ -786,9 +861,12 @@ class _Compactor:
             self._spares.append(chunk)
         else:
             self._held -= _CHUNK_BYTES
+            _keep_warm(chunk.data)
 
     def _drop_spares(self) -> None:
         self._held -= _CHUNK_BYTES * len(self._spares)
+        for spare in self._spares:
+            _keep_warm(spare.data)
         self._spares.clear()
         self._held -= 4 * sum(b.numel() for b in self._free)
         self._free.clear()
@@ -855,6 +933,54 @@ def _forward(model: nn.Module, x: torch.Tensor) -> Any:
         return model(x)
 
 
+class Early:
+    """Work on one layer's output that starts beside the forward pass, as soon as that layer is
+    compacted (in a background thread), instead of after the pass.
+
+    The widget builds its first picture this way: on a 2-core machine that hides most of the
+    picture's 3 to 5 ms behind the rest of the forward pass.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(cap)``, given a :class:`Capture` of that one layer (its ``LayerInfo.calls`` is 1);
+        called in a background thread, so it must not touch the model. Its return value or
+        exception goes to :attr:`result`.
+    layer : str, optional
+        The layer; default: the first offered layer that runs.
+
+    Attributes
+    ----------
+    result : concurrent.futures.Future
+        Cancelled if the layer did not run, its output is not on the CPU (others compact in
+        the hook) or the capture failed. It may still be pending when :func:`capture` returns
+        (the layer not compacted yet): ``result.cancel()`` then stops it, and reading the
+        layer compacts it in the reader's thread as usual.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> early = Early(lambda one: one.names[0])
+    >>> cap = capture(torchvision.models.resnet18(weights=None), torch.rand(1, 3, 64, 64), early=early)
+    >>> early.result.result()
+    'conv1'
+    """
+
+    def __init__(self, fn: Callable[[Capture], Any], layer: str | None = None) -> None:
+        self.fn, self.layer, self.result = fn, layer, Future()
+
+    def _start(self, info: LayerInfo, done: Future) -> None:
+        """Done-callback of the layer's compaction (runs in the thread that compacted it)."""
+        if not self.result.set_running_or_notify_cancel():
+            return
+        try:
+            one = Capture(layers=[info], _store={info.name: done.result()})
+            self.result.set_result(self.fn(one))
+        except BaseException as err:  # noqa: BLE001 - the caller gets it from result
+            traceback.clear_frames(err.__traceback__)
+            self.result.set_exception(err)
+
+
 def capture(
     model: nn.Module,
     x: torch.Tensor,
@@ -862,6 +988,7 @@ def capture(
     *,
     device: torch.device | str | None = None,
     defer: bool = False,
+    early: Early | None = None,
 ) -> Capture:
     """Run ``model`` once on ``x`` and keep every offered layer's output in compact form.
 
@@ -879,6 +1006,8 @@ def capture(
     defer : bool, optional
         On the CPU, start compacting the layers nobody has read yet only at
         :meth:`Capture.resume` (default: as soon as the forward pass is done).
+    early : Early, optional
+        Work on one layer to start beside the forward pass, as soon as that layer is compacted.
 
     Returns
     -------
@@ -901,6 +1030,7 @@ def capture(
     store: dict[str, _Stored | Future] = {}
     not_4d: dict[str, str] = {}
     compactor = _Compactor()
+    early_seen: list[str] = []  # the early layer, once its output arrived
 
     def hook(module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None: output untouched
         name = candidates[module]
@@ -913,7 +1043,13 @@ def capture(
             if out.device.type == "cpu":
                 # A private float32 copy now (an in-place op later in the pass may change the
                 # output), compacted by the worker while the forward pass goes on.
-                store[name] = compactor.submit(out[0].detach())
+                urgent = early is not None and early.layer in (None, name) and not early_seen
+                store[name] = compactor.submit(out[0].detach(), urgent=urgent)
+                if urgent:
+                    early_seen.append(name)
+                    weight_shape, depthwise = _weight_info(module)
+                    info = LayerInfo(name, type(module).__name__, shapes[name], weight_shape, 1, depthwise)
+                    store[name].add_done_callback(functools.partial(early._start, info))
             else:
                 store[name] = _compact(out)
         else:
@@ -931,6 +1067,8 @@ def capture(
         # The worker exits once it has compacted what it holds; with defer, it starts on that
         # only at Capture.resume() (readers compact what they read themselves meanwhile).
         compactor.close(paused=defer)
+        if early is not None and not early_seen:
+            early.result.cancel()  # the layer did not run, or not on the CPU
         if explicit:
             for module, name in candidates.items():
                 if name in not_4d:
@@ -973,6 +1111,8 @@ def capture(
         # The model or the layer checks failed: drop the pending work (the worker exits once
         # the copy in its hands is done).
         compactor.cancel()
+        if early is not None:
+            early.result.cancel()
         raise
 
 
