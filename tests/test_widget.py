@@ -266,3 +266,22 @@ def test_views_other_than_maps_build_their_first_picture_after_the_capture(tiny_
     with pytest.raises(TraitError, match="page_size"):  # a bad value: no early work, the same error
         FeatureMapExplorer(tiny_model, tiny_input, page_size=20)
     assert hooks_of(tiny_model) == 0
+
+
+@pytest.mark.parametrize("bad", ["channel=99", "layer='nope'", "norm='nope'", "page_size=np.array([64, 32])"])
+def test_a_failed_constructor_frees_its_capture_and_the_process_exits(bad):
+    # The capture's compaction waits, paused, in a shared thread until the widget resumes it; a
+    # constructor that fails must release it at once, or interpreter exit waits for that thread.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, torch; sys.path.insert(0, 'tests')\n"
+        "from _support import TinyCNN; from fmwidget import FeatureMapExplorer\n"
+        "from traitlets import TraitError\n"
+        f"try: FeatureMapExplorer(TinyCNN().eval(), torch.randn(1, 3, 32, 32), {bad})\n"
+        "except TraitError as err: print('TraitError', err)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("TraitError"), done.stdout + done.stderr

@@ -194,18 +194,24 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         )
         self._load(img, early)
         initial = {"layer": self._cap.layers[0].name, **wanted}
-        # Everything, the first picture included, is in the traits before the comm opens, so
-        # the browser gets it with the widget's first state and displays it at once.
-        with self.hold_trait_notifications():
-            self._header = self._header_json(resolved.notes)
-            self._layers = [info.to_json() for info in self._cap.layers]
-            for name in ("layer", "page_size", "view", "norm", "cmap", "channel"):
-                if name in initial:
-                    setattr(self, name, initial[name])
-        self.page = self.channel // self.page_size
-        self._ready = True
-        self._refresh(prefetch=False)
-        super().__init__()
+        try:
+            # Everything, the first picture included, is in the traits before the comm opens, so
+            # the browser gets it with the widget's first state and displays it at once.
+            with self.hold_trait_notifications():
+                self._header = self._header_json(resolved.notes)
+                self._layers = [info.to_json() for info in self._cap.layers]
+                for name in ("layer", "page_size", "view", "norm", "cmap", "channel"):
+                    if name in initial:
+                        setattr(self, name, initial[name])
+            self.page = self.channel // self.page_size
+            self._ready = True
+            self._refresh(prefetch=False)
+            super().__init__()
+        except BaseException:
+            # A bad argument: free the capture now (its compaction waits, paused, in a shared
+            # thread), not whenever the garbage collector gets to this half-built widget.
+            self._cap.clear()
+            raise
         self._cap.resume()
         self.on_msg(self._on_custom_msg)
         # Only now, with the first picture built and the comm open, so that it does not compete
@@ -263,7 +269,9 @@ class FeatureMapExplorer(anywidget.AnyWidget):
 
     def set_image(self, img: Any) -> None:
         """Run the model on a new image and refresh every view. On error nothing changes."""
-        self._load(img, self._early_picture(self.view, self.layer, self.page, self.page_size, self.norm, self.cmap))
+        self._load(img, self._early_picture(
+            self.view, self.layer, self.page, self.page_size, self.norm, self.cmap, in_page=self.in_page
+        ))
         with self.hold_sync():
             if self._input_png:  # a view shows it already: the new one at once
                 self._show_input()
@@ -345,23 +353,31 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             self._adopt(early)
 
     def _early_picture(
-        self, view: Any, layer: Any, where: Any, page_size: Any, norm: Any, cmap: Any, *, from_channel: bool = False
+        self, view: Any, layer: Any, where: Any, page_size: Any, norm: Any, cmap: Any, *,
+        in_page: Any = 0, from_channel: bool = False,
     ) -> capture.Early | None:
         """The next capture's first picture, built beside its forward pass (:class:`capture.Early`):
         a feature-maps page, the one view that waits for the forward pass. ``where`` is the
         page, or with ``from_channel`` the channel whose page it is. None where the arguments
-        are not all valid: the traits' own checks report those once the capture is done."""
-        if view != "maps" or page_size not in PAGE_SIZES or not all(type(v) is int for v in (where, page_size)) or where < 0:
+        are not all valid: the traits' own checks report those once the capture is done, with
+        their own messages (so nothing here may raise, whatever the types)."""
+        if not all(type(v) is int for v in (where, page_size, in_page)) or where < 0:
             return None
-        if not all(isinstance(v, str) for v in (norm, cmap)) or not (layer is None or isinstance(layer, str)):
+        if not all(isinstance(v, str) for v in (view, norm, cmap)) or not (layer is None or isinstance(layer, str)):
+            return None
+        if view != "maps" or page_size not in PAGE_SIZES:
             return None
         page = where // page_size if from_channel else where
         norm, cmap = views.resolve_style("maps", norm, cmap)
         version = self._version + 1  # the one _load gives the new capture
+        ref = weakref.ref(self)  # the capture's job must not keep a widget whose constructor failed
 
         def build(one: capture.Capture) -> tuple[views.GridKey, tiles.Picture]:
-            key = views.GridKey(version, "maps", one.names[0], page, page_size, 0, norm, cmap)
-            return key, self._build(key, one)
+            key = views.GridKey(version, "maps", one.names[0], page, page_size, in_page, norm, cmap)
+            owner = ref()
+            if owner is None:
+                raise RuntimeError("the widget was garbage-collected before its first picture")
+            return key, owner._build(key, one)
 
         return capture.Early(build, layer)
 
@@ -491,11 +507,14 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         info = self._cap.layers[j]
         if self.view == "side" or (self.view == "filters" and not info.weight_shape):
             return None
-        # The page a move to that layer shows (see _on_layer): the same channel if it exists
-        # there, else 0; the first page of input channels.
-        channel = self.channel if self.channel < info.out_shape[0] else 0
-        page = min(channel // self.page_size, self._page_count(info) - 1)
+        _, page = self._landing(info)
         return views.GridKey(**{**self._key(info.name).__dict__, "page": page, "in_page": 0})
+
+    def _landing(self, info: capture.LayerInfo) -> tuple[int, int]:
+        """The channel and page a move to layer ``info`` shows: the same channel if it exists
+        there, else 0, and its page (the input-channel page goes back to 0)."""
+        channel = self.channel if self.channel < info.out_shape[0] else 0
+        return channel, min(channel // self.page_size, self._page_count(info) - 1)
 
     def _ahead_key(self) -> views.GridKey | None:
         """The neighbour the next move most likely shows: onward in the last move's direction."""
@@ -593,10 +612,7 @@ class FeatureMapExplorer(anywidget.AnyWidget):
         if not self._ready:
             return
         with self._adjusting():
-            info = self._info()
-            if self.channel >= info.out_shape[0]:
-                self.channel = 0
-            self.page = min(self.channel // self.page_size, self._page_count() - 1)
+            self.channel, self.page = self._landing(self._info())
             if change["name"] == "layer":
                 self.in_page = 0
                 names = self.layer_names

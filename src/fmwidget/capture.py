@@ -653,17 +653,22 @@ class _Compactor:
         self._urgent: _Job | None = None  # queued, to be compacted before the others at once
 
     # ------------------------------------------------------------------ the forward pass
-    def submit(self, a: torch.Tensor, *, urgent: bool = False) -> Future:
+    def submit(self, a: torch.Tensor, *, then: Callable[[Future], None] | None = None) -> Future:
         """Queue a private float32 contiguous copy of ``a`` (C, H, W) for :func:`_compact_owned`.
 
         Called by the hooks, from the thread running the forward pass; the copy is taken
-        before this returns. An ``urgent`` copy (one per capture at most) is compacted at once,
-        beside the forward pass, ahead of the others.
+        before this returns. With ``then`` (one copy per capture at most) the copy is urgent:
+        compacted at once, beside the forward pass, ahead of the others, and ``then(future)``
+        runs in the thread that compacted it (registered before the worker can see the job,
+        so that it does not run in the hook instead).
         """
         n = a.numel()
         buf, chunk = self._buffer(n)
         job = _Job(buf, chunk, buf[:n].view(a.shape))
         job.copy.copy_(a)  # casts to float32 and makes it contiguous, like .to(float32, copy=True)
+        urgent = then is not None
+        if urgent:
+            job.future.add_done_callback(then)
         with self._cond:
             if self._closed:  # cancelled from another thread meanwhile
                 self._release(job)
@@ -971,6 +976,9 @@ class Early:
 
     def _start(self, info: LayerInfo, done: Future) -> None:
         """Done-callback of the layer's compaction (runs in the thread that compacted it)."""
+        if done.cancelled():  # the capture failed or was cleared first
+            self.result.cancel()
+            return
         if not self.result.set_running_or_notify_cancel():
             return
         try:
@@ -1043,13 +1051,13 @@ def capture(
             if out.device.type == "cpu":
                 # A private float32 copy now (an in-place op later in the pass may change the
                 # output), compacted by the worker while the forward pass goes on.
-                urgent = early is not None and early.layer in (None, name) and not early_seen
-                store[name] = compactor.submit(out[0].detach(), urgent=urgent)
-                if urgent:
+                then = None
+                if early is not None and early.layer in (None, name) and not early_seen:
                     early_seen.append(name)
                     weight_shape, depthwise = _weight_info(module)
                     info = LayerInfo(name, type(module).__name__, shapes[name], weight_shape, 1, depthwise)
-                    store[name].add_done_callback(functools.partial(early._start, info))
+                    then = functools.partial(early._start, info)
+                store[name] = compactor.submit(out[0].detach(), then=then)
             else:
                 store[name] = _compact(out)
         else:
