@@ -768,11 +768,15 @@ class _Compactor:
             job = next((j for j in self._jobs if j.future is future), None)
             if job is None:
                 return
-            self._jobs.remove(job)
-            self._queued -= 4 * job.copy.numel()
-            if job is self._urgent:
-                self._urgent = None
+            self._dequeue(job)
         self._finish(job)
+
+    def _dequeue(self, job: _Job) -> None:
+        """Take ``job`` off the queue (under the lock): it is about to be compacted."""
+        self._jobs.remove(job)
+        self._queued -= 4 * job.copy.numel()
+        if job is self._urgent:
+            self._urgent = None
 
     def drain(self) -> None:
         """Compact every queued job, newest first, in this thread beside the worker.
@@ -784,10 +788,8 @@ class _Compactor:
             with self._cond:
                 if not self._jobs:
                     return
-                job = self._jobs.pop()
-                self._queued -= 4 * job.copy.numel()
-                if job is self._urgent:
-                    self._urgent = None
+                job = self._jobs[-1]
+                self._dequeue(job)
             self._finish(job)
 
     # ------------------------------------------------------------------ the worker
@@ -797,9 +799,8 @@ class _Compactor:
             with self._cond:
                 while True:
                     if self._urgent is not None:  # not the oldest, nor the start of a drain
-                        job, self._urgent = self._urgent, None
-                        self._jobs.remove(job)
-                        self._queued -= 4 * job.copy.numel()
+                        job = self._urgent
+                        self._dequeue(job)
                         break
                     draining = self._closed and not self._paused
                     awake = self._busy or draining or self._stalled or self._queued >= _WAKE_BYTES
