@@ -22,7 +22,7 @@ from _support import TinyCNN, assert_untouched, hooks_of, snapshot
 from torch import nn
 from traitlets import TraitError
 
-from fmwidget import FeatureMapExplorer, images
+from fmwidget import FeatureMapExplorer, loading
 
 PUBLIC = ("layer", "channel", "view", "norm", "cmap", "page", "page_size", "in_page")
 # Error types a user may see. Never AttributeError, IndexError, KeyError, ZeroDivisionError,
@@ -145,7 +145,7 @@ def test_too_small_for_the_network_names_the_size_and_the_fix(model):
 
 @pytest.mark.timeout(30)
 def test_silent_url_times_out_instead_of_hanging(model, tiny_input, monkeypatch):
-    monkeypatch.setattr(images, "URL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(loading, "URL_TIMEOUT_S", 0.3)
     before = snapshot(model)
     with socket.socket() as listener:  # the kernel accepts connections; nobody ever answers
         listener.bind(("127.0.0.1", 0))

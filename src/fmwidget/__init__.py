@@ -5,7 +5,7 @@
 """
 
 from ._widget import FeatureMapExplorer
-from .images import caffe_transform, imagenet_transform
+from .preprocess import caffe_transform, imagenet_transform
 from .models import demo_model, pretrained_squeezenet, sample_image
 
 __all__ = [

@@ -16,7 +16,7 @@ import anywidget
 import torch
 from traitlets import Dict, Int, List, TraitError, Unicode, observe, validate
 
-from . import attribution, capture, export, images, models, tiles, views
+from . import attribution, capture, export, models, preprocess, tiles, views
 from ._cache import PictureCache
 
 __all__ = ["FeatureMapExplorer"]
@@ -340,7 +340,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
     def _load(self, img: Any, early: capture.Early | None = None) -> None:
         if getattr(self, "_closed", False):
             self._capture()  # raises the "closed" error
-        x, display = images.prepare_input_lazy(img, self._transform)
+        x = preprocess.model_input(img, self._transform)
+        display = functools.cache(functools.partial(preprocess.display_image, x, self._transform))
         # defer: the first picture is built before the background compaction competes with it
         cap = capture.capture(self._model, x, self._layer_spec, device=self._device, defer=True, early=early)
         # Only replace state once everything succeeded: a failure leaves the widget as it was.

@@ -74,7 +74,7 @@ def _check_input(x) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(
             f"x must be a torch.Tensor of shape (1, 3, H, W), got {type(x).__name__}; "
-            "prepare the image with fmwidget.images.prepare_input first."
+            "prepare the image with fmwidget.preprocess.prepare_input first."
         )
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(

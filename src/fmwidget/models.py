@@ -82,7 +82,7 @@ def load_model(name: str, *, device: torch.device | str | None = None) -> Resolv
     >>> rm.labels[:2]  # doctest: +SKIP
     ['tench', 'goldfish']
     """
-    from .images import from_torchvision
+    from .preprocess import from_torchvision
 
     if name not in torchvision.models.list_models():
         raise _unknown_name(name)
@@ -126,7 +126,7 @@ def pretrained_squeezenet(device: torch.device | str | None = None) -> nn.Module
 
 
 def _squeezenet_resolved(device=None, notes=()) -> ResolvedModel:
-    from .images import caffe_transform
+    from .preprocess import caffe_transform
 
     labels = list(torchvision.models.SqueezeNet1_0_Weights.IMAGENET1K_V1.meta["categories"])
     return ResolvedModel(

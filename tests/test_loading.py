@@ -1,4 +1,4 @@
-"""Tests for fmwidget.images: every input kind, every refusal, and the preprocessing inverses."""
+"""Tests for fmwidget.loading and fmwidget.preprocess: every input kind, every refusal, and the preprocessing inverses."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights, SqueezeNet1_0_Weights
 
-from fmwidget import images
-from fmwidget.images import (
+from fmwidget import loading
+from fmwidget.loading import load_image
+from fmwidget.preprocess import (
     Preprocess,
     caffe_transform,
+    display_image,
     from_torchvision,
     imagenet_transform,
-    load_image,
+    model_input,
     prepare_input,
 )
 
@@ -168,7 +170,7 @@ def test_http_page_that_is_not_an_image(http_root):
 def test_http_download_size_cap(http_root, chelsea, monkeypatch):
     folder, base = http_root
     Image.fromarray(chelsea).save(folder / "cat.png")
-    monkeypatch.setattr(images, "MAX_DOWNLOAD_BYTES", 1000)
+    monkeypatch.setattr(loading, "MAX_DOWNLOAD_BYTES", 1000)
     expect(ValueError, lambda: load_image(f"{base}/cat.png"), "download limit",
            "MAX_DOWNLOAD_BYTES")
 
@@ -183,7 +185,7 @@ def test_unreachable_url_fails_with_connection_error():
 
 @pytest.mark.timeout(30)
 def test_silent_server_times_out(monkeypatch):
-    monkeypatch.setattr(images, "URL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(loading, "URL_TIMEOUT_S", 0.5)
     with socket.socket() as listener:  # accepts the connection (backlog) but never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -354,7 +356,7 @@ def test_decompression_bomb(tmp_path, size):
 
 
 def test_pixel_cap_on_arrays(monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    monkeypatch.setattr(loading, "MAX_PIXELS", 100)
     expect(ValueError, lambda: load_image(np.zeros((20, 20), np.uint8)), "MAX_PIXELS")
 
 
@@ -571,20 +573,8 @@ def test_prepare_input_reports_the_argname():
     expect(TypeError, lambda: prepare_input(None, argname="image"), "None", argname="image")
 
 
-def test_prepare_input_lazy_computes_the_picture_once_and_only_when_asked(chelsea, monkeypatch):
-    calls = []
-    real = images._tensor_display
-    monkeypatch.setattr(images, "_tensor_display", lambda *a: calls.append(1) or real(*a))
-    given = imagenet_transform()(Image.fromarray(chelsea))
-    x, display = images.prepare_input_lazy(given)
-    assert torch.equal(x[0], given) and calls == []
-    first = display()
-    assert display() is first and calls == [1]
-    np.testing.assert_array_equal(first, resized_and_cropped(chelsea, 224))
-
-
 @pytest.mark.parametrize("transform", [None, "caffe", "torchvision", "callable"])
-def test_prepare_input_lazy_matches_prepare_input(chelsea, transform):
+def test_model_input_and_display_image_match_prepare_input(chelsea, transform):
     transform = {
         None: None,
         "caffe": caffe_transform(),
@@ -592,6 +582,6 @@ def test_prepare_input_lazy_matches_prepare_input(chelsea, transform):
         "callable": lambda img: torch.from_numpy(np.asarray(img, np.float32).transpose(2, 0, 1).copy()),
     }[transform]
     x, display = prepare_input(chelsea, transform)
-    lazy_x, lazy_display = images.prepare_input_lazy(chelsea, transform)
-    assert torch.equal(x, lazy_x)
-    np.testing.assert_array_equal(display, lazy_display())
+    alone = model_input(chelsea, transform)
+    assert torch.equal(x, alone)
+    np.testing.assert_array_equal(display, display_image(alone, transform))
