@@ -1,24 +1,24 @@
-// FeatureMapExplorer front end (anywidget ESM). render() wires the parts together and
-// returns a cleanup that removes every model and DOM listener it added.
-//
-// No module-level mutable state: Jupyter runs this module once per widget, marimo once per
-// page, so everything lives inside render().
+// FeatureMapExplorer front end (anywidget ESM). `initialize` owns the model's data (rules and
+// a bounded cache of the grids received, store.js); `render` builds one view of it and returns
+// a cleanup that removes every listener it added. The selection traits are the request: a
+// control sets them, the views redraw at once from the cache, and Python answers with the
+// data the cache lacks.
 import { h } from "./dom.js";
 import { createControls } from "./controls.js";
 import { createHeader } from "./header.js";
 import { createHover } from "./hover.js";
 import { createLegend } from "./legend.js";
-import { connectPictures, pictureStore } from "./pictures.js";
-import { displayIsStale } from "./state.js";
 import { createStatus } from "./status.js";
-import { createGridView } from "./views/grid.js";
+import { storeFor } from "./store.js";
+import { createMapsView } from "./views/maps.js";
+import { createFiltersView } from "./views/filters.js";
 import { createSideView } from "./views/side.js";
 
 /**
- * The context every part receives: the model, listener bookkeeping and the two ways of
- * talking to Python (trait changes through `request`, custom messages through `send`).
+ * The context every part receives: the model, the store, listener bookkeeping and the two
+ * ways of talking to Python (trait changes through `request`, messages through `send`).
  */
-function createContext(model) {
+function createContext(model, store) {
   const disposers = [];
   let frame = 0;
   let fallback = 0;
@@ -29,16 +29,15 @@ function createContext(model) {
     clearTimeout(fallback);
     frame = 0;
     fallback = 0;
-    if (unsaved) {
-      unsaved = false;
-      model.save_changes();
-    }
+    if (!unsaved) return;
+    unsaved = false;
+    if (store.rules.offline) return; // a saved page: no kernel to tell
+    model.save_changes();
   }
 
   const ctx = {
     model,
-    /** The grid pictures this page holds (the current one and those sent ahead). */
-    pictures: pictureStore(model),
+    store,
     /** model.on("change:NAME") for each space-separated name, undone by cleanup. */
     on(names, fn) {
       for (const name of names.split(/\s+/).filter(Boolean)) {
@@ -54,15 +53,15 @@ function createContext(model) {
     cleanup(fn) {
       disposers.push(fn);
     },
-    /** A custom message to Python; unsent trait changes go first so it sees them. */
+    /** A message to Python; unsent trait changes go first so that it sees them. */
     send(message) {
       flush();
-      model.send(message);
+      if (!store.rules.offline) model.send(message);
     },
     /**
-     * Set traits; the model changes at once and the kernel gets them at once. With `coalesce`
-     * (a slider drag) the first change goes at once and later ones wait for the next animation
-     * frame, where only the latest goes: about one update per frame, the latest state at the end.
+     * Set selection traits: the views redraw at once (from the cache), and the kernel gets the
+     * change at once. With `coalesce` (a slider drag) later changes wait for the next animation
+     * frame, where only the latest goes: about one request per frame, the latest at the end.
      */
     request(changes, { coalesce = false } = {}) {
       let changed = false;
@@ -74,19 +73,13 @@ function createContext(model) {
       }
       if (!changed) return;
       unsaved = true;
-      // The first change goes out at once (no frame of delay for a key press or a click);
-      // during a drag, later ones wait for the next animation frame and only the latest goes.
       if (!coalesce || !frame) flush();
       if (coalesce && !frame) {
         // rAF pauses in hidden tabs: the timeout makes sure the last value still goes out
         frame = requestAnimationFrame(flush);
         fallback = setTimeout(flush, 100);
       }
-      ctx.expect(() => displayIsStale(model, ctx.pictures));
     },
-    expect() {},
-    /** The grid view reports the meta of the picture it shows (for the legend). */
-    shown() {},
     dispose() {
       flush();
       while (disposers.length) disposers.pop()();
@@ -96,56 +89,50 @@ function createContext(model) {
 }
 
 function render({ model, el }) {
-  connectPictures(model); // normally done by initialize(); a no-op then
-  const ctx = createContext(model);
+  const store = storeFor(model); // normally made by initialize() already
+  const ctx = createContext(model, store);
   const root = h("div", { class: "fmw-root", "data-loading": "false" });
-  const status = createStatus(ctx, root);
-  ctx.expect = status.expect;
-
   const hover = createHover(ctx, root);
+  const legend = createLegend(ctx);
+  const status = createStatus(ctx, root);
   const header = createHeader(ctx);
   const controls = createControls(ctx);
-  let gridMeta = {};
-  let built = false;
-  ctx.shown = (meta) => {
-    if (meta === gridMeta) return;
-    gridMeta = meta;
-    if (built && model.get("view") !== "side") updateView();
+  const views = {
+    maps: createMapsView(ctx, hover, legend),
+    filters: createFiltersView(ctx, hover, legend),
+    side: createSideView(ctx, hover, legend),
   };
-  const grid = createGridView(ctx, hover);
-  const side = createSideView(ctx, hover);
-  const legend = createLegend();
+  const body = h("div", { class: "fmw-body" }, ...Object.values(views).map((v) => v.el));
+  root.append(header.el, controls.el, status.el, body, legend.el, hover.el);
 
-  root.append(
-    header.el,
-    controls.el,
-    status.error,
-    h("div", { class: "fmw-body" }, grid.el, side.el, status.loading),
-    legend.el,
-    hover.el,
-  );
-
-  function updateView() {
+  /** Draw the current view from the cache; say "loading" while its data is on the way. */
+  function update() {
     const view = model.get("view");
-    const isSide = view === "side";
-    grid.el.hidden = isSide;
-    side.setVisible(isSide);
-    hover.hide();
     root.dataset.view = view;
-    if (isSide) {
-      const map = (model.get("_side") || {}).map;
-      legend.update(map && map.meta ? map.meta.legend : null, "map");
-    } else {
-      const meta = gridMeta;
-      legend.update(meta.legend || null, view === "filters" ? "weights" : "activation");
+    hover.hide();
+    let ready = true;
+    for (const [name, v] of Object.entries(views)) {
+      v.el.hidden = name !== view;
+      if (name === view) ready = v.draw() !== false;
     }
+    status.setWaiting(!ready);
+    root.dataset.cacheBytes = String(store.cache.bytes);
   }
-  ctx.on("view _grid_meta _side", updateView);
-  updateView();
-  built = true;
-  status.refresh();
+
+  ctx.on("layer channel view norm cmap page page_size in_page _layers _attrib _input_png", update);
+  ctx.cleanup(store.subscribe(update));
+  // Redraw when the widget's width changes (grids use the width they have).
+  let width = 0;
+  const resize = new ResizeObserver(() => {
+    if (Math.abs(root.clientWidth - width) < 4) return;
+    width = root.clientWidth;
+    update();
+  });
+  resize.observe(root);
+  ctx.cleanup(() => resize.disconnect());
 
   el.replaceChildren(root);
+  update();
   return () => {
     ctx.dispose();
     root.remove();
@@ -154,7 +141,8 @@ function render({ model, el }) {
 
 export default {
   initialize({ model }) {
-    return connectPictures(model);
+    const store = storeFor(model);
+    return () => store.dispose();
   },
   render,
 };

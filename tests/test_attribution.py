@@ -2,12 +2,17 @@
 
 The references never use hooks on the model under test: they run a deep copy
 whose nn.ReLU modules are replaced by a guided-ReLU module, and take layer
-activations by composing the model's own submodules by hand.
+activations by composing the model's own submodules by hand. Guided
+backpropagation is also checked against captum (NeuronGuidedBackprop for one
+neuron; GuidedBackprop of a wrapper that outputs the rectified-response
+objective for the default), and, for a first convolution, against its closed
+form (the transposed convolution of the rectified response with the filter).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ import torchvision
 from torch import nn
 
 from fmwidget import attribution as A
+from fmwidget.capture import ModelError
 from fmwidget.models import SQUEEZENET_WEIGHTS
 
 # The shared ImageNet SqueezeNet weights, as bundled in the package (same file, same sha256).
@@ -55,10 +61,20 @@ def guided_copy(model: nn.Module) -> nn.Module:
     return ref
 
 
-def ref_guided_backprop(prefix, x, channel):
+def objective(act, channel, position=None):
+    """The scalar guided_backprop differentiates, written from its definition.
+
+    Default: <stop_grad(relu(a_c)), a_c>; with a position (i, j): the neuron a[c, i, j].
+    """
+    a = act[0, channel]
+    if position is not None:
+        return a[position]
+    return (torch.relu(a).detach() * a).sum()
+
+
+def ref_guided_backprop(prefix, x, channel, position=None):
     xg = x.clone().requires_grad_(True)
-    act = prefix(xg)
-    (grad,) = torch.autograd.grad(act[0, channel].sum(), xg)
+    (grad,) = torch.autograd.grad(objective(prefix(xg), channel, position), xg)
     return grad[0]
 
 
@@ -182,7 +198,7 @@ def test_guided_backprop_matches_reference(zoo):
         # Not the plain gradient: the guided rule changed something.
         xg = x.clone().requires_grad_(True)
         plain_prefix, _ = parts(arch, model, key)  # eval mode; autograd.grad leaves .grad alone
-        (plain,) = torch.autograd.grad(plain_prefix(xg)[0, channel].sum(), xg)
+        (plain,) = torch.autograd.grad(objective(plain_prefix(xg), channel), xg)
         # Up to the first ReLU's output the gradient is 1 where the ReLU passes: both agree.
         if name not in ("features.0", "features.1", "relu"):
             assert rel_err(plain[0], expected) > 1e-3, (arch, name)
@@ -244,7 +260,7 @@ def test_functional_relu_is_not_modified():
             return self.conv2(F.relu(self.conv1(x)))
 
     x = torch.randn(1, 3, 10, 10, requires_grad=True)
-    (plain,) = torch.autograd.grad(Functional()(x)[0, 0].sum(), x)
+    (plain,) = torch.autograd.grad(objective(Functional()(x), 0), x)
     assert rel_err(A.guided_backprop(Functional(), x.detach(), "conv2", 0), plain[0]) <= 1e-6
 
 
@@ -257,6 +273,205 @@ def test_works_under_no_grad_and_with_explicit_device():
         assert torch.equal(A.guided_backprop(model, x, "2", 1, device="cpu"), expected)
     with torch.inference_mode():
         assert torch.equal(A.guided_backprop(model, x, "2", 1), expected)
+
+
+# Deep layers of the zoo for the captum comparisons: name -> key of parts(), per arch. The
+# default-objective wrapper needs the prefix as an nn.Module, which parts() gives for these.
+DEEP = {
+    "alexnet": {"features.4": 4, "features.10": 10, "features.11": 11},
+    "vgg11": {"features.8": 8, "features.19": 19},
+    "resnet18": {"layer2": "layer2", "layer4": "layer4"},
+}
+
+
+def captum_close(got, expected):
+    # Same float32 operations in a possibly different order: tight, relative to the map's scale.
+    assert torch.linalg.vector_norm(expected) > 0
+    return torch.allclose(got, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_position_matches_captum_neuron_guided_backprop(zoo):
+    from captum.attr import NeuronGuidedBackprop
+
+    arch, model, x, _ = zoo
+    snap = snapshot(model)
+    for name, key in DEEP[arch].items():
+        layer = model.get_submodule(name)
+        with torch.no_grad():
+            act = parts(arch, model, key)[0](x)[0]
+        channel = int(act.flatten(1).sum(1).argmax())
+        # Its strongest neuron, and a weaker one that fires too (its map is not zero).
+        strongest = divmod(int(act[channel].argmax()), act.shape[-1])
+        firing = [tuple(p) for p in (act[channel] > 0).nonzero().tolist() if tuple(p) != strongest]
+        assert firing, (arch, name)
+        other = firing[len(firing) // 2]
+        for position in ("max", other):
+            res = A.guided_backprop_result(model, x, name, channel, position=position)
+            assert_untouched(model, snap)
+            assert not res.fallback and res.position == (strongest if position == "max" else position)
+            with warnings.catch_warnings():  # captum says it sets requires_grad and hooks ReLUs
+                warnings.simplefilter("ignore", UserWarning)
+                expected = NeuronGuidedBackprop(model, layer).attribute(
+                    x.clone(), neuron_selector=(channel, *res.position)
+                )[0]
+            assert captum_close(res.gradient, expected), (arch, name, channel, position)
+            # The tensor API gives the same map.
+            assert torch.equal(A.guided_backprop(model, x, name, channel, position=res.position), res.gradient)
+
+
+class RectifiedResponse(nn.Module):
+    """The default objective as a model: (1, 1) = <stop_grad(relu(a_c)), a_c> of prefix(x)."""
+
+    def __init__(self, prefix: nn.Module, channel: int):
+        super().__init__()
+        self.prefix, self.channel = prefix, channel
+
+    def forward(self, x):
+        a = self.prefix(x)[:, self.channel]
+        return (torch.relu(a).detach() * a).sum().reshape(1, 1)
+
+
+def test_default_matches_captum_guided_backprop_of_the_objective(zoo):
+    from captum.attr import GuidedBackprop
+
+    arch, model, x, _ = zoo
+    snap = snapshot(model)
+    for name, key in DEEP[arch].items():
+        prefix, _ = parts(arch, model, key)
+        assert isinstance(prefix, nn.Module)  # captum hooks the nn.ReLU modules inside it
+        with torch.no_grad():
+            a = prefix(x)[0]
+        channel = int(a.flatten(1).sum(1).argmax())  # fires somewhere
+        res = A.guided_backprop_result(model, x, name, channel)
+        assert res.position is None and not res.fallback
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            expected = GuidedBackprop(RectifiedResponse(prefix, channel)).attribute(x.clone(), target=0)[0]
+        assert captum_close(res.gradient, expected), (arch, name)
+        assert torch.equal(A.guided_backprop(model, x, name, channel), res.gradient)
+    assert_untouched(model, snap)
+
+
+def fallback_model():
+    """conv "0" -> ReLU "1" -> conv "2" -> ReLU "3" -> pool -> flatten -> linear "6" (3 classes).
+
+    Channel 1 of "2" (and so of "3") is negative everywhere: it never fires. Channel 2 of "2"
+    is constant -1 (no weights): every position ties.
+    """
+    torch.manual_seed(10)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 3, 3), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3),
+    )
+    with torch.no_grad():
+        model[2].bias[1] = -100.0
+        model[2].weight[2] = 0.0
+        model[2].bias[2] = -1.0
+        model[6].bias[2] = -100.0  # class 2 is negative: its "rectified response" is zero
+    return model.eval()
+
+
+def test_channel_that_never_fires_falls_back_to_its_strongest_position():
+    model = fallback_model()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(11))
+    snap = snapshot(model)
+    ref = guided_copy(model)
+    with torch.no_grad():
+        a = ref[:3](x)[0, 1]  # (8, 8)
+    assert a.max() < 0
+    strongest = divmod(int(a.argmax()), a.shape[1])
+
+    res = A.guided_backprop_result(model, x, "2", 1)
+    assert isinstance(res, A.GuidedBackpropResult)
+    assert res.fallback and res.position == strongest
+    expected = ref_guided_backprop(ref[:3], x, 1, position=strongest)
+    assert torch.linalg.vector_norm(expected) > 0 and rel_err(res.gradient, expected) <= 1e-6
+    assert torch.equal(A.guided_backprop(model, x, "2", 1), res.gradient)  # the documented fallback
+    assert torch.equal(A.guided_backprop(model, x, "2", 1, position="max"), res.gradient)
+    # Asked for explicitly, a position is never a fallback.
+    assert not A.guided_backprop_result(model, x, "2", 1, position="max").fallback
+
+    # A firing channel of the same layer does not fall back.
+    alive = A.guided_backprop_result(model, x, "2", 0)
+    assert not alive.fallback and alive.position is None
+    assert rel_err(alive.gradient, ref_guided_backprop(ref[:3], x, 0)) <= 1e-6
+
+    # Ties: the first position in row-major order.
+    assert A.guided_backprop_result(model, x, "2", 2, position="max").position == (0, 0)
+    tied = A.guided_backprop_result(model, x, "2", 2)
+    assert tied.fallback and tied.position == (0, 0) and not tied.gradient.any()  # no weights
+
+    # The layer is the ReLU itself: nothing passes a ReLU that is off everywhere.
+    off = A.guided_backprop_result(model, x, "3", 1)
+    assert off.fallback and off.position == (0, 0) and not off.gradient.any()
+    assert off.gradient.shape == (3, 12, 12) and off.gradient.dtype == torch.float32
+    assert_untouched(model, snap)
+
+
+def test_vector_layer_default_and_fallback():
+    # A (1, C) layer: the channel is one neuron a; the default is relu(a) * (guided gradient of a).
+    model = fallback_model()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(12))
+    snap = snapshot(model)
+    ref = guided_copy(model)
+    with torch.no_grad():
+        logits = ref(x)[0]
+    live = int(logits[:2].argmax())
+    assert logits[live] > 0 and logits[2] < 0
+    res = A.guided_backprop_result(model, x, "6", live)
+    assert res == (res.gradient, None, False)
+    assert rel_err(res.gradient, ref_guided_backprop(ref, x, live)) <= 1e-6
+    # Class 2 never fires: the plain guided gradient of its neuron instead of zeros.
+    off = A.guided_backprop_result(model, x, "6", 2)
+    assert off.fallback and off.position is None
+    xg = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(ref(xg)[0, 2], xg)
+    assert torch.linalg.vector_norm(expected) > 0 and rel_err(off.gradient, expected[0]) <= 1e-6
+    assert_untouched(model, snap)
+
+
+def test_position_forms():
+    model = small_model()
+    x = torch.randn(1, 3, 10, 10, generator=torch.Generator().manual_seed(13))
+    expected = ref_guided_backprop(guided_copy(model)[:3], x, 1, position=(2, 4))
+    for position in ((2, 4), [2, 4], (np.int64(2), np.int32(4)), (torch.tensor(2), 4)):
+        res = A.guided_backprop_result(model, x, "2", 1, position=position)
+        assert res.position == (2, 4) and type(res.position) is tuple
+        assert all(type(v) is int for v in res.position)
+        assert rel_err(res.gradient, expected) <= 1e-6
+
+
+def test_errors_of_the_model_become_model_errors():
+    class NoBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, inp):
+            return inp.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("no backward here")
+
+    class Wall(nn.Module):
+        def forward(self, inp):
+            return NoBackward.apply(inp)
+
+    model = small_model()
+    model.insert(1, Wall())  # between conv "0" and the ReLU
+    model.train()
+    snap = snapshot(model)
+    x = torch.randn(1, 3, 10, 10)
+    for position in (None, "max", (1, 1)):
+        with pytest.raises(ModelError, match="no backward here"):
+            A.guided_backprop(model, x, "3", 0, position=position)
+        assert_untouched(model, snap)
+    # Up to the wall the backward is fine.
+    assert A.guided_backprop(model, x, "0", 0).shape == (3, 10, 10)
+    boom = small_model()
+    boom.insert(3, Boom())
+    snap = snapshot(boom)
+    with pytest.raises(ModelError, match="boom"):
+        A.guided_backprop(boom, x, "5", 0, position="max")
+    assert_untouched(boom, snap)
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
@@ -403,6 +618,26 @@ def small_model():
         (lambda m, x: A.guided_backprop(m, x, 2, 0), TypeError, "name must be a module name"),
         (lambda m, x: A.guided_backprop(m, x[0], "2", 0), ValueError, r"x must have shape \(1, C, H, W\)"),
         (lambda m, x: A.guided_backprop(m, x.numpy(), "2", 0), TypeError, "x must be a torch.Tensor"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=5), TypeError,
+         r"position must be None, 'max' or \(i, j\), got int"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position={"i": 1}), TypeError, "position must be None"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position="min"), ValueError,
+         r"position must be None, 'max' or \(i, j\), got 'min'"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=(1,)), ValueError,
+         r"position must be a pair \(i, j\), got 1 values"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=[1, 2, 3]), ValueError,
+         r"position must be a pair \(i, j\), got 3 values"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=(1.5, 2)), TypeError,
+         r"position\[0\] \(the row i\) must be an int, got float"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=(1, True)), TypeError,
+         r"position\[1\] \(the column j\) must be an int, got a bool"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=(6, 0)), ValueError,
+         r"position \(6, 0\) is out of range for layer '2', whose maps are 6 x 6; use 0 <= i < 6"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 0, position=(0, -1)), ValueError,
+         r"position \(0, -1\) is out of range.*0 <= j < 6"),
+        (lambda m, x: A.guided_backprop(m, x, "6", 0, position="max"), ValueError,
+         r"position='max' needs a layer with spatial maps, but layer '6' outputs \(1, 3\)"),
+        (lambda m, x: A.guided_backprop(m, x, "2", 4, position="max"), ValueError, "channel 4 is out of range"),
         (lambda m, x: A.grad_cam(m, x, "6"), ValueError, "layer '6' outputs"),
         (lambda m, x: A.grad_cam(m, x, "2", 3), ValueError, "target 3 is out of range"),
         (lambda m, x: A.grad_cam(m, x, "2", "cat"), TypeError, "target must be an int"),
@@ -530,3 +765,97 @@ def test_squeezenet_guided_backprop_matches_reference(squeezenet_on_cat):
     assert torch.linalg.vector_norm(expected) > 0
     assert rel_err(got, expected) <= 1e-5
     assert_untouched(model, snap)
+
+
+# ----------------------------------------------------------------------------- first layer, two photos
+
+
+@pytest.fixture(scope="module")
+def squeezenet_two_photos():
+    """The bundled trained SqueezeNet, and the cat photo and the astronaut, Caffe-preprocessed."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    import fmwidget
+
+    transform = fmwidget.caffe_transform()
+    photos = {
+        "cat": transform(fmwidget.sample_image())[None],
+        "astronaut": transform(Image.fromarray(astronaut()))[None],
+    }
+    return fmwidget.pretrained_squeezenet(), photos
+
+
+def correlation(a, b):
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def shift2_change(g):
+    """How much the map changes under a 2-pixel shift, relative to its size, away from the border.
+
+    0 for a map that repeats every 2 pixels (the filter tiled at stride 2).
+    """
+    g = g[:, 8:-8, 8:-8]
+    return float(
+        (torch.linalg.vector_norm(g[:, 2:] - g[:, :-2]) + torch.linalg.vector_norm(g[:, :, 2:] - g[:, :, :-2]))
+        / (2 * torch.linalg.vector_norm(g))
+    )
+
+
+@pytest.mark.parametrize("channel", [5, 20])
+def test_first_layer_shows_the_image_not_the_filter(squeezenet_two_photos, channel):
+    # features.0 is Conv2d(3, 96, 7, stride=2) straight on the input: no ReLU before it. The old
+    # definition (gradient of a_c.sum()) is the filter tiled at stride 2, the same for every
+    # photo; it is computed here to show that it fails the same checks.
+    model, photos = squeezenet_two_photos
+    snap = snapshot(model)
+    conv = model.features[0]
+    new, old = {}, {}
+    for key, x in photos.items():
+        xg = x.clone().requires_grad_(True)
+        a = conv(xg)[0, channel]
+        assert float((a > 0).float().mean()) > 0.2, key  # the channel fires on both photos
+        (old_grad,) = torch.autograd.grad(a.sum(), xg)
+        old[key] = old_grad[0]
+        res = A.guided_backprop_result(model, x, "features.0", channel)
+        assert not res.fallback and res.position is None
+        new[key] = res.gradient
+        # Closed form: the transposed convolution of the rectified response with the filter.
+        expected = F.conv_transpose2d(
+            torch.relu(a.detach())[None, None], conv.weight[channel : channel + 1].detach(),
+            stride=conv.stride, padding=conv.padding,
+        )[0]
+        assert expected.shape == new[key].shape
+        assert rel_err(new[key], expected) <= 1e-5, key
+
+    # Different photos, different maps; the old maps were identical.
+    assert abs(correlation(new["cat"], new["astronaut"])) < 0.3
+    assert correlation(old["cat"], old["astronaut"]) > 0.999
+    for key in photos:
+        # Not 2x2-periodic, and not the tiled filter; the old map was both.
+        assert shift2_change(new[key]) > 0.2, key
+        assert shift2_change(old[key]) < 1e-4, key
+        assert abs(correlation(new[key], old[key])) < 0.5, key
+    assert_untouched(model, snap)
+
+
+def test_normalize_for_display_of_a_rectified_response(squeezenet_two_photos):
+    # A channel that fires on a small part of the cat photo: the gradient is exactly zero away
+    # from it. The picture should be mid-grey there, with strokes of both signs where it fires,
+    # and only a few saturated pixels.
+    model, photos = squeezenet_two_photos
+    x = photos["cat"]
+    with torch.no_grad():
+        fires = model.features[0](x)[0, 77] > 0
+    assert 0.01 < float(fires.float().mean()) < 0.2
+    g = A.guided_backprop(model, x, "features.0", 77)
+    img = A.normalize_for_display(g).astype(int)
+    assert img.shape == (227, 227, 3)
+    zero = (g == 0).all(0).numpy()
+    assert 0.5 < zero.mean() < 0.99
+    assert (abs(img[zero] - 128) <= 2).all()
+    assert (img[~zero] >= 200).any() and (img[~zero] <= 55).any()
+    assert ((img == 0) | (img == 255)).mean() < 0.02
+    assert abs(img.mean() - 127.5) < 2

@@ -1,135 +1,96 @@
-// Maps and filters views: the grid picture, paging, tile click -> channel, the selected
-// tile's outline and the hover zoom.
-import { h, setSrc, setText, show } from "../dom.js";
-import { channelChanges, channelCount, currentGrid, currentLayer, gridMatches, hasFilters, IN_PAGE_SIZE, namedGrid } from "../state.js";
-import { channelRect, displayScale, pictureCoords, tileAt } from "../tiles.js";
-
-function pager(what, labelClass) {
-  const prev = h("button", { type: "button", class: "fmw-btn", "aria-label": `Previous ${what}`, title: `Previous ${what}` }, "‹");
-  const next = h("button", { type: "button", class: "fmw-btn", "aria-label": `Next ${what}`, title: `Next ${what}` }, "›");
-  const label = h("span", { class: labelClass });
-  return { prev, next, label, el: h("div", { class: "fmw-pager" }, prev, label, next) };
-}
-
-function range(first, count, total) {
-  const last = Math.min(total, first + count) - 1;
-  return last > first ? `${first}–${last}` : `${first}`;
-}
+// A grid of tiles on one canvas, shared by the maps, filters and depthwise views: layout for
+// the width it has, the selected tile's outline and number, clicks, keyboard, and hover.
+import { h, setText, show, suppressShortcuts } from "../dom.js";
+import { gridLayout, tileAt, tileRect } from "../layout.js";
+import { clearTail, commit, prepare, putTile } from "../draw.js";
 
 /**
- * Build the grid view.
- *
  * @param {Object} ctx widget context
- * @param {{attach: Function}} hover the shared hover zoom
+ * @param {Object} hover the shared hover tooltip
+ * @param {Object} opts {label: aria label, onPick(index), describe(index, x, y) -> text}
  */
-export function createGridView(ctx, hover) {
-  const { model, pictures } = ctx;
-  const pages = pager("page", "fmw-page-label");
-  const inPages = pager("input page", "fmw-in-page-label");
-  const img = h("img", { class: "fmw-grid-img", alt: "feature maps", draggable: "false" });
-  const selected = h("div", { class: "fmw-tile-selected", "aria-hidden": "true", hidden: true });
-  const frame = h("div", { class: "fmw-grid-frame" }, img, selected);
-  const empty = h("div", { class: "fmw-empty", hidden: true });
-  const el = h(
-    "div",
-    { class: "fmw-grid-view" },
-    h("div", { class: "fmw-pagers" }, pages.el, inPages.el),
-    h("div", { class: "fmw-grid-scroll" }, frame),
-    empty,
-  );
+export function createGrid(ctx, hover, opts) {
+  const canvas = suppressShortcuts(h("canvas", { class: "fmw-grid", tabindex: "0", role: "img", "aria-label": opts.label }));
+  const outline = h("div", { class: "fmw-tile-selected", "aria-hidden": "true", hidden: true });
+  const number = h("div", { class: "fmw-tile-label", "aria-hidden": "true", hidden: true });
+  const inner = h("div", { class: "fmw-grid-inner" }, canvas, outline, number);
+  const frame = h("div", { class: "fmw-grid-frame" }, inner);
+  let shown = null; // {layout, th, tw, n, selected}
 
-  // The meta of the picture on screen, which may be one sent ahead (the kernel's answer for
-  // the current traits has not arrived yet): clicks, hover and the outline must use it.
-  let shownMeta = {};
-  const meta = () => shownMeta;
-  let resent = "";
+  /**
+   * Draw `n` tiles of th x tw: `codesOf(i)` and `tableOf(i)` (null when the codes are pixels).
+   * `key` names what is drawn: the same key is not drawn again (only the outline moves).
+   */
+  function draw({ key, n, th, tw, avail, cols = null, gap, fill, codesOf, tableOf }) {
+    const layout = gridLayout(n, th, tw, avail, { cols, gap });
+    const fullKey = `${key}|${layout.zoom}|${layout.cols}`;
+    if (!shown || shown.key !== fullKey) {
+      const target = prepare(canvas, layout.width, layout.height, fill);
+      for (let i = 0; i < n; i++) putTile(target, layout, th, tw, i, codesOf(i), tableOf(i));
+      clearTail(target, layout, th, tw, n);
+      commit(target);
+      canvas.dataset.cols = String(layout.cols);
+      canvas.dataset.zoom = String(layout.zoom);
+    }
+    shown = { key: fullKey, layout, th, tw, n, selected: shown ? shown.selected : [] };
+    show(frame, true);
+  }
 
-  ctx.listen(img, "click", (event) => {
-    const at = pictureCoords(img, event);
-    const m = meta();
-    const index = at ? tileAt(m, at.x, at.y) : -1;
-    const channel = index >= 0 && m.channels ? m.channels[index] : -1;
-    if (channel === undefined || channel < 0) return;
-    ctx.request(channelChanges(model, channel));
+  /** Outline the tiles `indices` (a row of filters, or one map) and label them `text`. */
+  function select(indices, text) {
+    if (!shown) return;
+    shown.selected = indices;
+    const rects = indices.filter((i) => i >= 0 && i < shown.n).map((i) => tileRect(shown.layout, shown.th, shown.tw, i));
+    show(outline, rects.length > 0);
+    show(number, rects.length > 0 && !!text);
+    if (!rects.length) return;
+    const x0 = Math.min(...rects.map((r) => r.x));
+    const y0 = Math.min(...rects.map((r) => r.y));
+    const x1 = Math.max(...rects.map((r) => r.x + r.w));
+    const y1 = Math.max(...rects.map((r) => r.y + r.h));
+    // the outline sits on the gaps round the tiles (the grid has a gap round its edge too), so it
+    // is never clipped, and it has two colours so it shows in every colormap and theme
+    Object.assign(outline.style, { left: `${x0 - 2}px`, top: `${y0 - 2}px`, width: `${x1 - x0 + 4}px`, height: `${y1 - y0 + 4}px` });
+    setText(number, text);
+    Object.assign(number.style, { left: `${x0}px`, top: `${y0}px` });
+  }
+
+  function clear() {
+    shown = null;
+    show(frame, false);
+  }
+
+  function indexAt(event) {
+    if (!shown) return -1;
+    const rect = canvas.getBoundingClientRect();
+    const x = ((event.clientX - rect.left) / rect.width) * canvas.width;
+    const y = ((event.clientY - rect.top) / rect.height) * canvas.height;
+    const i = tileAt(shown.layout, shown.th, shown.tw, x, y, shown.n);
+    if (i < 0) return { i };
+    const r = tileRect(shown.layout, shown.th, shown.tw, i);
+    const z = shown.layout.zoom;
+    return { i, r, px: Math.floor((x - r.x) / z), py: Math.floor((y - r.y) / z) };
+  }
+
+  ctx.listen(canvas, "click", (event) => {
+    const at = indexAt(event);
+    if (at.i >= 0) opts.onPick(at.i);
   });
-  hover.attach(img, meta);
+  ctx.listen(canvas, "pointermove", (event) => {
+    const at = indexAt(event);
+    if (!at.r) return hover.hide();
+    hover.show(event, canvas, at.r, opts.describe(at.i, at.px, at.py));
+  });
+  ctx.listen(canvas, "pointerleave", () => hover.hide());
+  ctx.listen(canvas, "keydown", (event) => {
+    if (!shown) return;
+    const cols = shown.layout.cols;
+    const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -cols, ArrowDown: cols }[event.key];
+    if (step === undefined) return;
+    event.preventDefault();
+    const from = shown.selected.length ? shown.selected[0] : 0;
+    opts.onStep(from, step);
+  });
 
-  const turn = (key, delta) => () => ctx.request({ [key]: Math.max(0, model.get(key) + delta) });
-  ctx.listen(pages.prev, "click", turn("page", -1));
-  ctx.listen(pages.next, "click", turn("page", 1));
-  ctx.listen(inPages.prev, "click", turn("in_page", -1));
-  ctx.listen(inPages.next, "click", turn("in_page", 1));
-
-  function updateOutline() {
-    const m = meta();
-    const box = img.getAttribute("src") ? channelRect(m, model.get("channel")) : null;
-    show(selected, !!box);
-    if (!box) return;
-    const pad = m.pad || 0;
-    // percentages of the picture, so the outline follows any CSS size
-    selected.style.left = `${((box.x - pad / 2) / m.width) * 100}%`;
-    selected.style.top = `${((box.y - pad / 2) / m.height) * 100}%`;
-    selected.style.width = `${((box.w + pad) / m.width) * 100}%`;
-    selected.style.height = `${((box.h + pad) / m.height) * 100}%`;
-  }
-
-  function updatePagers(m) {
-    const view = model.get("view");
-    const nPages = m.n_pages || 1;
-    const page = model.get("page");
-    const size = model.get("page_size");
-    const count = channelCount(currentLayer(model));
-    setText(pages.label, `Page ${page + 1}/${nPages} · channels ${range(page * size, size, count)} of ${count}`);
-    pages.prev.disabled = page <= 0;
-    pages.next.disabled = page >= nPages - 1;
-
-    const nIn = m.n_in_pages || 1;
-    const inPage = model.get("in_page");
-    const inCount = (currentLayer(model) || {}).weight_shape?.[1] ?? 0;
-    show(inPages.el, view === "filters" && nIn > 1);
-    setText(inPages.label, `Inputs ${range(inPage * IN_PAGE_SIZE, IN_PAGE_SIZE, inCount)} of ${inCount}`);
-    inPages.prev.disabled = inPage <= 0;
-    inPages.next.disabled = inPage >= nIn - 1;
-  }
-
-  /** The picture for the current traits if this page has it, else keep the last one. */
-  function updatePicture(noWeights) {
-    const named = namedGrid(model, pictures);
-    const pic = currentGrid(model, pictures, named) || named;
-    if (!pic.url && named.meta.picture && named.meta.picture !== resent && gridMatches(named.meta, model)) {
-      resent = named.meta.picture; // the kernel counted on a picture this page lacks: ask once
-      ctx.send({ type: "resend_grid" });
-    }
-    if (noWeights) {
-      setSrc(img, "");
-    } else if (pic.url) {
-      shownMeta = pic.meta;
-      setSrc(img, pic.url);
-    }
-    ctx.shown(shownMeta);
-  }
-
-  function update() {
-    const view = model.get("view");
-    const info = currentLayer(model);
-    const noWeights = view === "filters" && !hasFilters(info);
-    show(empty, noWeights);
-    setText(empty, noWeights && info ? `${info.name} (${info.type}) has no filters to show. Choose a conv layer or the feature maps view.` : "");
-    updatePicture(noWeights);
-    const m = meta();
-    show(frame, !noWeights && !!img.getAttribute("src"));
-    img.alt = view === "filters" ? "filters of the current layer" : "feature maps of the current layer";
-    if (m.width) {
-      const scale = displayScale(m, 64);
-      frame.style.width = `${m.width * scale}px`;
-    }
-    updatePagers(m);
-    updateOutline();
-  }
-
-  ctx.on("_grid _grid_id _grid_meta _layers layer view page page_size in_page", update);
-  ctx.cleanup(pictures.subscribe(update));
-  ctx.on("channel", updateOutline);
-  update();
-  return { el, update };
+  return { el: frame, canvas, draw, select, clear, get layout() { return shown && shown.layout; } };
 }

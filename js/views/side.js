@@ -1,54 +1,47 @@
-// Side-by-side view: the selected channel's filter (one tile per input channel, plus RGB for
-// a first layer), its feature map enlarged, and the input image with the map laid over it.
+// The side-by-side view: the selected channel's filter, its feature map at full resolution,
+// the input with the map laid over it, and the attribution panels.
 import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
-import { currentLayer, formatRange } from "../state.js";
-import { displayScale } from "../tiles.js";
+import { colourTables, decodeValue, layerStats } from "../colors.js";
+import { itemCodes } from "../codec.js";
+import { drawPlane } from "../draw.js";
+import { createLegend, describe } from "../legend.js";
+import { resolveStyle } from "../rules.js";
+import { currentLayer, formatNumber, hasFilters } from "../state.js";
 import { createAttribution } from "./attribution.js";
+import { createKernels } from "./kernels.js";
 
-const PANEL_SIZE = 240;
+const PANEL_PX = 280;
 
 function panel(title, ...children) {
   const heading = h("div", { class: "fmw-panel-title" }, title);
   return { heading, el: h("figure", { class: "fmw-panel" }, heading, ...children) };
 }
 
-/** Integer magnification that brings a picture's long side near `target` pixels. */
-function fitScale(width, height, target = PANEL_SIZE) {
-  const long = Math.max(width || 1, height || 1);
-  return long >= target ? target / long : Math.max(1, Math.floor(target / long));
+/** The full-resolution map of `channel` if cached, else its (shrunk) tile from the maps grid. */
+function mapSource(ctx, layer, channel) {
+  const { store } = ctx;
+  const full = store.cache.find(store.version, "map", layer, channel, channel);
+  if (full) return { entry: full, codes: itemCodes(full, channel), h: full.shape[1], w: full.shape[2], scale: 1 };
+  const grid = store.cache.find(store.version, "maps", layer, channel, channel);
+  if (!grid) return null;
+  return { entry: grid, codes: itemCodes(grid, channel), h: grid.shape[1], w: grid.shape[2], scale: grid.scale || 1 };
 }
 
-function describeInputs(meta, info) {
-  const inputs = (meta.in_channels || []).filter((c) => c >= 0);
-  const rgb = (meta.in_channels || []).includes(-1) ? " + RGB" : "";
-  if (meta.depthwise || (info && info.depthwise) || !inputs.length) return "depthwise: one kernel per channel";
-  const total = info && info.weight_shape ? info.weight_shape[1] : inputs.length;
-  const shown =
-    inputs.length < total
-      ? `inputs ${inputs[0]}–${inputs[inputs.length - 1]} of ${total}`
-      : `${total} input channel${total === 1 ? "" : "s"}`;
-  return shown + rgb;
-}
-
-/**
- * Build the side-by-side view.
- *
- * @param {Object} ctx widget context
- * @param {{attach: Function}} hover the shared hover zoom
- */
-export function createSideView(ctx, hover) {
-  const { model } = ctx;
-  const filterImg = h("img", { class: "fmw-side-filter", alt: "filter of the selected channel", draggable: "false" });
+export function createSideView(ctx, hover, mainLegend) {
+  const { model, store } = ctx;
+  const kernels = createKernels(ctx, hover, { title: false });
   const filterNote = h("div", { class: "fmw-note" });
-  const filter = panel("Filter", h("div", { class: "fmw-picture" }, filterImg), filterNote);
+  const filterLegend = createLegend(ctx, "fmw-legend fmw-panel-legend");
+  const filter = panel("Filter", kernels.el, filterNote, filterLegend.el);
 
-  const mapImg = h("img", { class: "fmw-side-map", alt: "feature map of the selected channel", draggable: "false" });
+  const mapCanvas = h("canvas", { class: "fmw-side-map" });
   const mapNote = h("div", { class: "fmw-note" });
-  const map = panel("Feature map", h("div", { class: "fmw-picture" }, mapImg), mapNote);
+  const mapLegend = createLegend(ctx, "fmw-legend fmw-panel-legend");
+  const map = panel("Feature map", h("div", { class: "fmw-picture" }, mapCanvas), mapNote, mapLegend.el);
 
-  const inputImg = h("img", { class: "fmw-side-input", alt: "input image as the model saw it", draggable: "false" });
-  const overlayMap = h("img", { class: "fmw-side-overlay-map", alt: "", draggable: "false" });
-  const stack = h("div", { class: "fmw-side-overlay fmw-stack" }, inputImg, overlayMap);
+  const input = h("img", { class: "fmw-side-input", alt: "input image as the model saw it", draggable: "false" });
+  const overlayCanvas = h("canvas", { class: "fmw-side-overlay-map" });
+  const stack = h("div", { class: "fmw-side-overlay fmw-stack" }, input, overlayCanvas);
   const opacity = suppressShortcuts(
     h("input", { type: "range", class: "fmw-opacity", "aria-label": "Overlay opacity", min: 0, max: 100, step: 1, value: 60 }),
   );
@@ -57,74 +50,82 @@ export function createSideView(ctx, hover) {
     stack,
     h("label", { class: "fmw-control" }, h("span", { class: "fmw-label" }, "Overlay opacity"), opacity),
   );
-
   const attribution = createAttribution(ctx);
-  const el = h(
-    "div",
-    { class: "fmw-side", hidden: true },
-    h("div", { class: "fmw-panels" }, filter.el, map.el, overlay.el, ...attribution.panels),
-  );
+  const el = h("div", { class: "fmw-view fmw-side" }, h("div", { class: "fmw-panels" }, filter.el, map.el, overlay.el, ...attribution.panels));
 
   function applyOpacity() {
-    el.style.setProperty("--fmw-overlay-opacity", String(Number(opacity.value) / 100));
+    overlayCanvas.style.opacity = String(Number(opacity.value) / 100);
   }
   ctx.listen(opacity, "input", applyOpacity);
   applyOpacity();
 
-  const side = () => model.get("_side") || {};
-  let filterMeta = {};
-  let filterUrl = null;
-  hover.attach(filterImg, () => filterMeta);
+  let shownMap = null;
+  ctx.listen(mapCanvas, "pointermove", (event) => {
+    if (!shownMap) return;
+    const rect = mapCanvas.getBoundingClientRect();
+    const x = Math.floor(((event.clientX - rect.left) / rect.width) * shownMap.w);
+    const y = Math.floor(((event.clientY - rect.top) / rect.height) * shownMap.h);
+    if (x < 0 || y < 0 || x >= shownMap.w || y >= shownMap.h) return hover.hide();
+    const value = decodeValue(shownMap.entry, shownMap.channel, shownMap.codes[y * shownMap.w + x]);
+    const where = shownMap.scale > 1 ? `(${x * shownMap.scale}, ${y * shownMap.scale}), mean of ${shownMap.scale}×${shownMap.scale}` : `(${x}, ${y})`;
+    hover.show(event, null, null, `channel ${shownMap.channel} at ${where}\nvalue ${formatNumber(value)}`);
+  });
+  ctx.listen(mapCanvas, "pointerleave", () => hover.hide());
 
-  function showFilter(f) {
-    const url = f ? f.url : "";
-    if (url === filterUrl) return;
-    filterUrl = url;
-    if (!f) {
-      filterMeta = {};
-      setSrc(filterImg, "");
-      return;
-    }
-    // Python lays the filter out already: a near-square grid of the input channels' kernels,
-    // or, for a first layer, its RGB composite beside its 3 kernels.
-    filterMeta = f.meta || {};
-    setSrc(filterImg, f.url);
-    if (filterMeta.width) filterImg.style.width = `${filterMeta.width * displayScale(filterMeta, 64, PANEL_SIZE)}px`;
-  }
-
-  function update() {
-    const s = side();
+  function draw() {
     const info = currentLayer(model);
-    const channel = s.channel ?? model.get("channel");
-    const name = s.layer || model.get("layer");
+    if (!info) return true;
+    const c = model.get("channel");
+    const layer = info.name;
+    mainLegend.update(null); // every panel has its own legend here
+    let ready = true;
 
-    const f = s.filter;
-    showFilter(f);
-    show(filterImg, !!f);
-    setText(filter.heading, `Filter ${channel}`);
-    setText(filterNote, f ? describeInputs(f.meta || {}, info) : `${info ? info.type : "This layer"} has no filter weights`);
+    setText(filter.heading, `Filter ${c}`);
+    if (hasFilters(info)) {
+      const f = store.cache.find(store.version, "filters", layer, c, c);
+      if (f) {
+        const { norm, cmap } = resolveStyle(store.rules, "filters", model.get("norm"), model.get("cmap"));
+        kernels.draw(f, c, { norm, cmap, avail: PANEL_PX });
+        const colormap = store.rules.cmaps.get(cmap);
+        filterLegend.update(describe(norm, colormap.lut, layerStats(f.vmin, f.vmax), "filters"));
+        setText(filterNote, "");
+      } else {
+        ready = false;
+      }
+    } else {
+      kernels.clear();
+      filterLegend.update(null);
+      setText(filterNote, `${info.type} has no filter weights.`);
+    }
 
-    const m = s.map;
-    setSrc(mapImg, m ? m.url : "");
-    setSrc(overlayMap, m ? m.url : "");
-    const mm = (m && m.meta) || {};
-    if (mm.width) mapImg.style.width = `${mm.width * fitScale(mm.width, mm.height)}px`;
-    setText(map.heading, `Feature map ${channel}`);
-    const ranges = mm.ranges && mm.ranges[0];
-    setText(mapNote, mm.width ? `${name} · ${mm.width}×${mm.height} · ${formatRange(ranges)}` : "");
-
-    const input = model.get("_input_png") || "";
-    setSrc(inputImg, input);
+    setText(map.heading, `Feature map ${c}`);
+    const src = mapSource(ctx, layer, c);
+    if (!src) {
+      ready = false;
+    } else {
+      const { norm, cmap } = resolveStyle(store.rules, "side", model.get("norm"), model.get("cmap"));
+      const colormap = store.rules.cmaps.get(cmap);
+      const table = colourTables(src.entry, norm, colormap.lut, store.rules.nanColor)(c);
+      const zoom = Math.max(1, Math.floor(PANEL_PX / Math.max(src.h, src.w)));
+      drawPlane(mapCanvas, src.codes, src.h, src.w, zoom, table);
+      drawPlane(overlayCanvas, src.codes, src.h, src.w, 1, table);
+      mapCanvas.dataset.layer = layer;
+      mapCanvas.dataset.channel = String(c);
+      shownMap = { ...src, channel: c };
+      const stats = layerStats(src.entry.vmin, src.entry.vmax);
+      const scale = describe(norm, colormap.lut, stats, "channel");
+      if (norm === "channel") Object.assign(scale, { low: formatNumber(src.entry.vmin[c]), high: formatNumber(src.entry.vmax[c]), caption: `channel ${c}: its own min to max` });
+      mapLegend.update(scale);
+      const part = src.scale > 1
+        ? `shown shrunk ${src.scale}× (${src.h}×${src.w}); ${store.rules.offline ? "full resolution needs the kernel" : "full resolution on the way"}`
+        : `${src.h}×${src.w}`;
+      setText(mapNote, `${layer} · ${part} · range ${formatNumber(src.entry.vmin[c])} … ${formatNumber(src.entry.vmax[c])}`);
+      if (src.scale > 1 && !store.rules.offline) ready = false;
+    }
+    setSrc(input, model.get("_input_png") || "");
     attribution.update();
+    return ready;
   }
 
-  ctx.on("_side _input_png layer channel", update);
-  update();
-
-  function setVisible(visible) {
-    show(el, visible);
-    if (visible) attribution.opened();
-  }
-
-  return { el, update, setVisible };
+  return { el, draw };
 }

@@ -1,4 +1,8 @@
-"""Export the widget: a standalone offline HTML file, or a PNG of the current view."""
+"""Export the widget: a standalone HTML file that works offline, and the path checks of both exports.
+
+:func:`to_html` takes a snapshot (the widgets' state as ipywidgets embeds it, plus the grids of
+the layers to include), never the widget itself. The PNG export is :mod:`fmwidget.figure`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,86 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from PIL import Image
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._widget import FeatureMapExplorer
+from . import figure
 
-__all__ = ["save_png", "to_html"]
+__all__ = ["HTML_CAP_BYTES", "check_path", "pick_layers", "png_data_url", "save_png", "to_html"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 EMBED = STATIC / "embed"
+HTML_CAP_BYTES = 32 << 20
+"""``to_html(layers=None)`` includes every layer while their grids stay within this many bytes
+of codes; beyond it, the current layer and its neighbours (:data:`NEIGHBOURS` on each side)."""
+NEIGHBOURS = 2
+OFFLINE_NOTE = (
+    "Saved page: no Python kernel here, so guided backprop, Grad-CAM and new images are off. "
+    "Layers, views, channels, pages, colormaps and normalisation all work."
+)
+save_png = figure.save_png
 
 
-def _path(path: object, suffixes: tuple[str, ...]) -> Path:
+def check_path(path: Any, suffixes: tuple[str, ...], argname: str = "path") -> Path:
+    """``path`` as a Path, if it names a file with one of ``suffixes`` in an existing folder."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file name (str or pathlib.Path), got {type(path).__name__} {path!r}.")
-    target = Path(path)
+        raise TypeError(f"{argname} must be a file name (str or pathlib.Path), got {type(path).__name__} {path!r}.")
+    target = Path(path).expanduser()
     if target.suffix.lower() not in suffixes:
-        raise ValueError(f"path={str(path)!r} should end in {suffixes[0]}.")
+        raise ValueError(f"{argname}={str(path)!r} should end in {suffixes[0]}; for example {target.stem or 'view'}{suffixes[0]}.")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{argname}={str(path)!r}: the folder {str(folder)!r} does not exist. Create it first "
+            f"(pathlib.Path({str(folder)!r}).mkdir(parents=True)) or save somewhere else."
+        )
+    if target.is_dir():
+        raise IsADirectoryError(f"{argname}={str(path)!r} is a folder; give a file name inside it.")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{argname}={str(path)!r}: the folder {str(folder)!r} is not writable; save somewhere else.")
     return target
+
+
+def png_data_url(rgb: np.ndarray) -> str:
+    """An (H, W, 3) uint8 picture as a PNG data URL (the input image the side view shows)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def pick_layers(names: Sequence[str], sizes: Sequence[int], current: str, layers: Any) -> tuple[list[str], str]:
+    """The layers an HTML export includes, and a note when it holds fewer than asked for.
+
+    ``sizes`` are each layer's bytes of codes (maps and filters). ``layers=None``: all of them
+    within :data:`HTML_CAP_BYTES`, else ``current`` and its neighbours; a list names them (the
+    current layer is always included).
+    """
+    if layers is None:
+        if sum(sizes) <= HTML_CAP_BYTES:
+            return list(names), ""
+        i = names.index(current)
+        lo, hi = max(0, i - NEIGHBOURS), min(len(names), i + NEIGHBOURS + 1)
+        mb = sum(sizes) / 2**20
+        return list(names[lo:hi]), (
+            f"This page holds layers {lo + 1} to {hi} of {len(names)}: all of them would be "
+            f"{mb:.0f} MB, over the {HTML_CAP_BYTES >> 20} MB cap. Export others with "
+            f"to_html(path, layers=[...])."
+        )
+    if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError(f"layers must be None or a non-empty list of layer names, got {layers!r}.")
+    chosen = []
+    for name in layers:
+        if name not in names:
+            raise ValueError(f"layers: {name!r} is not one of the offered layers; use names from layer_names.")
+        if name not in chosen:
+            chosen.append(name)
+    if current not in chosen:
+        chosen.append(current)
+    kept = [n for n in names if n in chosen]
+    note = "" if len(kept) == len(names) else f"This page holds {len(kept)} of the model's {len(names)} layers."
+    return kept, note
 
 
 def _asset(name: str) -> str:
@@ -66,40 +130,53 @@ def _inline(source: str) -> str:
     return "<script>" + source.replace("</script", "<\\/script") + "</script>"
 
 
-def to_html(widget: "FeatureMapExplorer", path: str | Path, *, title: str | None = None) -> Path:
-    """Write ``widget`` with its current state to one standalone HTML file that works offline.
+def to_html(embedded: dict, bundle: list[dict], note: str, path: str | Path, *, title: str) -> Path:
+    """Write one standalone HTML file of an embedded widget that works offline.
+
+    Parameters
+    ----------
+    embedded : dict
+        ``ipywidgets.embed.embed_data(views=[widget], drop_defaults=False)`` of the widget
+        (``drop_defaults=False`` keeps the class-level ``_esm`` and ``_css``).
+    bundle : list of dict
+        The data-trait payloads (maps and filters grids) of the layers to include: the page
+        draws them with no kernel.
+    note : str
+        Said at the top of the widget (e.g. which layers the page holds).
+    path : str or pathlib.Path
+        The ``.html`` file to write.
+    title : str
+        The page's title.
 
     Everything (require.js, the widgets HTML manager, anywidget, fmwidget's front end and the
-    current pictures) is inlined; nothing is fetched from a CDN. The page shows the current
-    state; pictures that need Python (another layer) are not available in it.
-
-    Examples
-    --------
-    >>> w.to_html("resnet-conv1.html")  # doctest: +SKIP
+    grids) is inlined; nothing is fetched from the network.
     """
-    from ipywidgets.embed import embed_data
-
-    target = _path(path, (".html", ".htm"))
-    # drop_defaults=False keeps the class-level _esm/_css in the saved state (e2e.md).
-    data = embed_data(views=[widget], drop_defaults=False)
-    state = json.dumps(data["manager_state"]).replace("</", "<\\/")
+    target = Path(path).expanduser()
+    manager = embedded["manager_state"]
+    for entry in manager["state"].values():
+        state = entry["state"]
+        if "_config" in state and "_layers" in state:  # the explorer (not its layout model)
+            state["_bundle"] = bundle
+            state["_config"] = {**state["_config"], "offline": OFFLINE_NOTE, "export_note": note}
+            state["_error"] = ""
+            state["_status"] = "ready"
+    state_json = json.dumps(manager).replace("</", "<\\/")
     views = "".join(
         '<script type="application/vnd.jupyter.widget-view+json">'
         + json.dumps(view).replace("</", "<\\/")
         + "</script>"
-        for view in data["view_specs"]
+        for view in embedded["view_specs"]
     )
-    name = title or f"fmwidget: {widget._model_label} / {widget.layer}"
     page = "\n".join(
         [
             "<!DOCTYPE html>",
             '<html><head><meta charset="utf-8">',
-            f"<title>{html.escape(name)}</title>",
+            f"<title>{html.escape(title)}</title>",
             _inline(_asset("require.js")),
             _inline(_anywidget_amd()),
-            '<script type="application/vnd.jupyter.widget-state+json">' + state + "</script>",
+            '<script type="application/vnd.jupyter.widget-state+json">' + state_json + "</script>",
             "</head><body>",
-            f"<h3 style='font-family:sans-serif'>{html.escape(name)}</h3>",
+            f"<h3 style='font-family:sans-serif'>{html.escape(title)}</h3>",
             views,
             _inline(_asset("embed-amd.js")),
             "</body></html>",
@@ -107,74 +184,3 @@ def to_html(widget: "FeatureMapExplorer", path: str | Path, *, title: str | None
     )
     target.write_text(page, encoding="utf-8")
     return target
-
-
-def _decode(url: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA")
-
-
-def _fit(img: Image.Image, width: int) -> Image.Image:
-    """Enlarge (nearest, like the widget's pixelated rendering) to about ``width`` pixels."""
-    zoom = max(1, width // max(img.width, 1))
-    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
-
-
-def _legend(meta: dict, width: int) -> Image.Image:
-    legend = meta.get("legend") or {}
-    colors = legend.get("colors") or ["#000000", "#ffffff"]
-    bar = Image.new("RGBA", (width, 34), "white")
-    draw = ImageDraw.Draw(bar)
-    step = width / len(colors)
-    for i, c in enumerate(colors):
-        draw.rectangle([int(i * step), 0, int((i + 1) * step), 14], fill=c)
-    font = ImageFont.load_default()
-    lo, hi = legend.get("min"), legend.get("max")
-    rel = " (per tile)" if legend.get("relative") else ""
-    draw.text((0, 17), f"{lo:.4g}" if isinstance(lo, (int, float)) else "min", fill="black", font=font)
-    text = (f"{hi:.4g}" if isinstance(hi, (int, float)) else "max") + rel
-    draw.text((width - 8 * len(text), 17), text, fill="black", font=font)
-    return bar
-
-
-def save_png(widget: "FeatureMapExplorer", path: str | Path, *, width: int = 900) -> Path:
-    """Save the current view as the user sees it (title, pictures enlarged, legend) as PNG.
-
-    Examples
-    --------
-    >>> w.save_png("conv1-maps.png")  # doctest: +SKIP
-    """
-    target = _path(path, (".png",))
-    info = widget._capture().info(widget.layer)
-    if widget.view == "side":  # which sets _input_png (FeatureMapExplorer._refresh)
-        parts = [_decode(widget._input_png)]
-        side = widget._side
-        if side.get("filter"):
-            parts.insert(0, _decode(side["filter"]["url"]))
-        parts.insert(len(parts) - 1, _decode(side["map"]["url"]))
-        each = width // len(parts)
-        pictures = [_fit(p, each) for p in parts]
-        body = Image.new("RGBA", (sum(p.width for p in pictures) + 8 * len(pictures), max(p.height for p in pictures)), "white")
-        x = 0
-        for p in pictures:
-            body.paste(p, (x, 0), p)
-            x += p.width + 8
-        meta = side["map"]["meta"]
-        caption = f"{info.name} ({info.type}) channel {widget.channel}: filter, feature map, input"
-    else:
-        grid = _fit(_decode(widget._grid), width)
-        body = Image.new("RGBA", grid.size, "white")
-        body.paste(grid, (0, 0), grid)
-        meta = widget._grid_meta
-        what = "filters" if widget.view == "filters" else "feature maps"
-        caption = (
-            f"{info.name} ({info.type}) {what}, output {tuple(info.out_shape)}, "
-            f"page {meta.get('page', 0) + 1}/{meta.get('n_pages', 1)}"
-        )
-    legend = _legend(meta, min(body.width, 400))
-    out = Image.new("RGB", (max(body.width, legend.width), body.height + legend.height + 28), "white")
-    ImageDraw.Draw(out).text((0, 6), f"{widget._model_label}: {caption}", fill="black", font=ImageFont.load_default())
-    out.paste(body, (0, 24), body)
-    out.paste(legend, (0, 28 + body.height))
-    out.save(target)
-    return target
-

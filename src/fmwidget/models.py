@@ -168,12 +168,10 @@ def demo_model(name: str = "resnet18") -> ResolvedModel:
     try:
         return load_model(name)
     except ConnectionError as err:
-        note = (
-            f"torchvision's pretrained {name} weights could not be downloaded ({err.__cause__!r}); "
-            f"showing the bundled ImageNet-trained SqueezeNet 1.0 instead."
-        )
-        warnings.warn(note, stacklevel=2)
-        return _squeezenet_resolved(notes=[note])
+        text = f"Offline: showing the bundled ImageNet-trained SqueezeNet 1.0 instead of {name}."
+        details = f"torchvision's pretrained {name} weights could not be downloaded: {err.__cause__!r}"
+        warnings.warn(f"{text} ({details})", stacklevel=2)
+        return _squeezenet_resolved(notes=[{"text": text, "details": details}])
 
 
 def sample_image():

@@ -1,16 +1,21 @@
 """The README's main command, ``fmwidget demo``, run as a user would, in headless Chromium.
 
-``python -m fmwidget demo`` starts JupyterLab on ``notebooks/quickstart.ipynb`` from the
-current directory. The test runs it in a temporary folder that holds a copy of the repository's
-``notebooks/`` (so the committed notebook is never touched), opens the notebook, runs all cells
-and checks that the widget renders. It also checks ``python -m fmwidget layers squeezenet``.
+``python -m fmwidget demo`` copies the quickstart notebook into a folder of its own and starts
+JupyterLab there. The test runs it from the repository root (where the README's newcomer is),
+with ``FMWIDGET_DEMO_DIR`` pointing at a temporary folder, opens the notebook, runs all cells,
+checks that the widget renders, saves the notebook as JupyterLab's autosave would, and checks
+that the save went to the copy while the repository's ``notebooks/quickstart.ipynb`` and
+``git status`` stayed as they were (the README's next command, the test suite, needs them
+clean). It also checks ``python -m fmwidget layers squeezenet``.
 """
 import importlib.util
+import json
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +40,7 @@ _spec.loader.exec_module(e2e)
 KERNEL_TIMEOUT_S = 60
 RENDER_TIMEOUT_MS = 180_000  # kernel start + torch import + demo_model() + one forward pass
 STOP_TIMEOUT_S = 20
+SAVE_TIMEOUT_S = 30
 DATA_URL = re.compile(r"^data:image/[a-z+]+;base64,.{100,}")
 
 KERNEL_IDLE_JS = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
@@ -64,13 +70,31 @@ def _stop(proc):
         proc.wait(timeout=10)
 
 
+def _git_status():
+    """``git status --porcelain`` of the repository, or None without git or a .git folder."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        return None
+    # --no-optional-locks: only look, never refresh the index (others may be using the clone).
+    return subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
+                           "--untracked-files=all"], cwd=REPO, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def _outputs_on_disk(path):
+    """How many code cells of the notebook file at ``path`` have saved outputs."""
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return 0
+    return sum(1 for c in nb["cells"] if c["cell_type"] == "code" and c.get("outputs"))
+
+
 @pytest.fixture
 def demo_server(tmp_path):
-    """``python -m fmwidget demo`` in a temporary folder holding a copy of ``notebooks/``."""
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copytree(NOTEBOOKS, work / "notebooks")
+    """``python -m fmwidget demo`` from the repository root, its copy in a temporary folder."""
+    demo_dir = (tmp_path / "demo").resolve()
     env = e2e._isolated_env(tmp_path / "jhome")  # also puts the repo's src on PYTHONPATH
+    env["FMWIDGET_DEMO_DIR"] = str(demo_dir)
     port = e2e._free_port()
     cmd = [
         sys.executable, "-m", "fmwidget", "demo", "--no-browser", f"--port={port}",
@@ -79,23 +103,27 @@ def demo_server(tmp_path):
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    # The repository as it was before the demo started, to compare with after its run.
+    before = {"notebook": QUICKSTART.read_bytes(), "git_status": _git_status()}
     log_path = tmp_path / "demo.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             e2e._wait_until_up(proc, base, log_path)
-            yield {"base": base, "work": work, "log": log_path,
+            yield {"base": base, "copy": demo_dir / "quickstart.ipynb", "log": log_path,
+                   "before": before,
                    "url": f"{base}/lab/tree/quickstart.ipynb?token={e2e.TOKEN}"}
         finally:
             _stop(proc)
 
 
 def test_fmwidget_demo_opens_a_working_quickstart(demo_server, browser, artifacts):
-    committed = QUICKSTART.read_bytes()
-    copy = demo_server["work"] / "notebooks" / "quickstart.ipynb"
+    before = demo_server["before"]
+    copy = demo_server["copy"]
     log = demo_server["log"].read_text()
-    assert str(copy) in log, f"the demo should open the copy in the current folder; log:\n{log}"
+    assert f"Demo notebook: {copy} (" in log, f"the demo should say it opens {copy}; log:\n{log}"
+    assert copy.read_bytes() == before["notebook"], "the copy should be the quickstart as committed"
 
     page = browser.page
     page.goto(demo_server["url"])
@@ -127,7 +155,22 @@ def test_fmwidget_demo_opens_a_working_quickstart(demo_server, browser, artifact
     page.evaluate("document.querySelector('.fmw-root').scrollIntoView({block: 'start'})")
     page.screenshot(path=str(artifacts / "demo.png"))
     assert not browser.errors, browser.errors
-    assert QUICKSTART.read_bytes() == committed, "the run changed the committed notebook"
+
+    # Save, as JupyterLab's autosave would a little later: the outputs must land in the copy,
+    # and the repository must be as it was (the README's next command tests it).
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + SAVE_TIMEOUT_S
+    while _outputs_on_disk(copy) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _outputs_on_disk(copy) > 0, f"JupyterLab did not save the executed notebook to {copy}"
+    assert QUICKSTART.read_bytes() == before["notebook"], "the run changed the committed notebook"
+    if before["git_status"] is not None:
+        after = _git_status()
+        # The whole working tree is compared: an edit someone else made in this clone while
+        # the test ran would show up here too, under its own path.
+        assert after == before["git_status"], (
+            f"the demo changed the repository's git status:\nbefore:\n{before['git_status']}"
+            f"\nafter:\n{after}")
 
 
 def test_fmwidget_layers_prints_a_layer_table(tmp_path):

@@ -1,0 +1,69 @@
+// One widget's data in this page: the decoded rules and a bounded cache of the grids received.
+// Created once per model (anywidget's `initialize`) and shared by every view of it; a WeakMap
+// keyed by the model, so nothing is shared between widgets even where this module runs once
+// per page (marimo).
+import { createCache } from "./cache.js";
+import { unpack } from "./codec.js";
+import { readRules } from "./rules.js";
+
+const DATA = ["_maps", "_filters", "_map"];
+const stores = new WeakMap();
+
+function createStore(model) {
+  let rules = readRules(model.get("_config"));
+  const cache = createCache(rules.cacheBytes);
+  const listeners = new Set();
+  let version = -1;
+
+  function notify() {
+    for (const fn of listeners) fn();
+  }
+
+  function ingest(payload) {
+    const entry = unpack(payload, rules.format);
+    if (!entry) return;
+    if (entry.version > version) {
+      version = entry.version;
+      cache.keepVersion(version); // a new image: the old grids are of no use
+    }
+    if (entry.version === version) cache.put(entry);
+  }
+
+  for (const payload of model.get("_bundle") || []) ingest(payload); // a saved page's grids
+  for (const name of DATA) ingest(model.get(name));
+
+  const handlers = DATA.map((name) => [name, () => { ingest(model.get(name)); notify(); }]);
+  handlers.push(["_config", () => { rules = readRules(model.get("_config")); notify(); }]);
+  for (const [name, fn] of handlers) model.on(`change:${name}`, fn);
+
+  return {
+    cache,
+    get rules() {
+      return rules;
+    },
+    /** The capture version of the newest data (the one the views draw). */
+    get version() {
+      return version;
+    },
+    /** Call `fn()` whenever new data arrived; returns the unsubscribe function. */
+    subscribe(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+    dispose() {
+      for (const [name, fn] of handlers) model.off(`change:${name}`, fn);
+      listeners.clear();
+      stores.delete(model);
+    },
+  };
+}
+
+/** The model's store (created on first use). */
+export function storeFor(model) {
+  let store = stores.get(model);
+  if (!store) {
+    store = createStore(model);
+    stores.set(model, store);
+  }
+  return store;
+}

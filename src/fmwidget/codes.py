@@ -1,0 +1,220 @@
+"""Compact storage of activations and weights: uint8 codes with exact float32 ranges.
+
+Every channel (the first axis) is quantised linearly between its own exact minimum and maximum
+over its finite values: code ``q`` in 0..254 stands for ``vmin + q * (vmax - vmin) / 254``,
+within half a step of the true value. Code 255 is NaN; +Inf and -Inf sit at codes 254 and 0.
+A channel without finite values has ``vmin = vmax = NaN``. The browser decodes the same way
+(``js/codec.js``), so this module and that one are the two ends of one format.
+
+>>> import torch
+>>> c = encode(torch.tensor([[[0.0, 1.0], [2.0, 254.0]]]))
+>>> c.codes.tolist(), c.vmin.tolist(), c.vmax.tolist()
+([[[0, 1], [2, 254]]], [0.0], [254.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LEVELS", "MAX_TILE", "NAN_CODE", "Codes", "decode", "encode", "shrink", "shrink_factor", "shrunk_size"]
+
+LEVELS = 254
+"""The largest finite code: codes 0..254 span a channel's min..max."""
+NAN_CODE = 255
+"""The code of NaN."""
+MAX_TILE = 64
+"""Tiles in a grid are at most this many pixels on their longer side."""
+
+# Outputs larger than _WHOLE values are encoded in slices of about _SLICE values (512 KiB of
+# float32), so that the multiply-add and the cast of each slice read it from the core's cache
+# rather than from main memory, in a scratch buffer that is reused instead of page-faulted in.
+_WHOLE = 1 << 18
+_SLICE = 1 << 17
+
+
+@dataclass(frozen=True)
+class Codes:
+    """uint8 codes of a (C, ...) tensor with each channel's exact float32 range.
+
+    Attributes
+    ----------
+    codes : torch.Tensor
+        uint8, the shape of the encoded tensor, on the CPU.
+    vmin, vmax : numpy.ndarray
+        (C,) float32: each channel's exact minimum and maximum over its finite values (NaN for
+        a channel without finite values).
+    finite : bool
+        Whether every value was finite (no code means NaN or Inf).
+    """
+
+    codes: torch.Tensor
+    vmin: np.ndarray
+    vmax: np.ndarray
+    finite: bool
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the codes plus the two ranges."""
+        return self.codes.numel() + self.vmin.nbytes + self.vmax.nbytes
+
+    def select(self, channels: slice) -> "Codes":
+        """The codes and ranges of a contiguous block of channels (views, no copy)."""
+        return Codes(self.codes[channels], self.vmin[channels], self.vmax[channels], self.finite)
+
+
+def _ranges(flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Exact float32 per-row finite (min, max) of a (C, N) tensor, and "all finite"."""
+    # amin and amax rather than torch.aminmax(dim=1): on the CPU the fused op is 20-40x slower
+    # for rows of a few thousand values (benchmarks/README.md).
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    pair = torch.stack((lo, hi)).cpu().numpy()
+    finite = bool(np.isfinite(pair).all())
+    if not finite:  # NaN poisons amin/amax, and +-Inf are not a usable range: finite values only
+        ok = torch.isfinite(flat)
+        lo = torch.where(ok, flat, torch.inf).amin(dim=1)
+        hi = torch.where(ok, flat, -torch.inf).amax(dim=1)
+        pair = torch.stack((lo, hi)).cpu().numpy()
+        pair[~np.isfinite(pair)] = np.nan  # a row without finite values has no range
+    return pair[0].astype(np.float32), pair[1].astype(np.float32), finite
+
+
+def _affine(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 ``gain`` and ``base`` with ``code = trunc(value * gain + base)``.
+
+    0.5 is folded into ``base``, so the truncating cast rounds to the nearest code; finite
+    values land in [0.5, 254.5] and need no clamp. A constant or undefined channel gets gain 0
+    (every value code 0).
+    """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        rng = hi - lo
+        ok = np.isfinite(rng) & (rng > 0)
+        gain = np.where(ok, np.float32(LEVELS) / np.where(ok, rng, 1), 0).astype(np.float32)
+        base = (np.float32(0.5) - np.where(np.isfinite(lo), lo * gain, 0)).astype(np.float32)
+    return gain, base
+
+
+def encode(x: torch.Tensor) -> Codes:
+    """Encode a (C, ...) tensor, on any device and of any real dtype, into :class:`Codes`.
+
+    The ranges are computed where ``x`` lives; the codes come back to the CPU.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        At least 1-D; the first axis is the channel.
+
+    Returns
+    -------
+    Codes
+
+    Examples
+    --------
+    >>> c = encode(torch.tensor([[1.0, 3.0, float("nan")], [2.0, 2.0, 2.0]]))
+    >>> c.codes.tolist(), c.finite
+    ([[0, 254, 255], [0, 0, 0]], False)
+    """
+    if x.dtype != torch.float32:
+        x = x.float()
+    C = x.shape[0]
+    flat = x.reshape(C, -1)
+    vmin, vmax, finite = _ranges(flat)
+    gain, base = _affine(vmin, vmax)
+    codes = torch.empty(x.shape, dtype=torch.uint8)
+    if x.device.type == "cpu":
+        _quantize_cpu(flat, gain, base, codes.view(C, -1))
+    else:  # on the device, then one copy of the codes (a quarter of the floats) to the CPU
+        g = torch.from_numpy(gain).to(x.device)[:, None]
+        b = torch.from_numpy(base).to(x.device)[:, None]
+        codes.view(C, -1).copy_(torch.addcmul(b, flat, g).clamp_(0, LEVELS + 0.5).to(torch.uint8))
+    if not finite:
+        view = codes.view(C, -1)
+        view[torch.isposinf(flat).cpu()] = LEVELS
+        view[torch.isneginf(flat).cpu()] = 0
+        view[torch.isnan(flat).cpu()] = NAN_CODE
+    return Codes(codes, vmin, vmax, finite)
+
+
+def _quantize_cpu(flat: torch.Tensor, gain: np.ndarray, base: np.ndarray, out: torch.Tensor) -> None:
+    """``out = trunc(flat * gain + base)`` row-wise, with numpy's SIMD loops.
+
+    numpy rather than torch: torch's float-to-uint8 cast is several times slower on the CPU.
+    Separate add and cast: a ufunc writing uint8 directly goes through a buffered cast, about
+    1.5x slower than the two SIMD loops.
+    """
+    x, y = flat.detach().numpy(), out.numpy()
+    C, N = x.shape
+    rows = max(1, _SLICE // max(1, N)) if x.size > _WHOLE else C
+    scratch = np.empty(min(C, rows) * N, np.float32).reshape(-1, N)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(0, C, rows):
+            j = min(C, i + rows)
+            buf = scratch[: j - i]
+            np.multiply(x[i:j], gain[i:j, None], out=buf)
+            np.add(buf, base[i:j, None], out=buf)
+            np.copyto(y[i:j], buf, casting="unsafe")
+
+
+def decode(c: Codes, channels=None) -> torch.Tensor:
+    """Float32 values of ``channels`` (default all), decoded from the codes.
+
+    Each finite value is within half a step, ``(vmax - vmin) / 508``, of the true value.
+
+    Examples
+    --------
+    >>> c = encode(torch.tensor([[0.0, 0.5, 1.0]]))
+    >>> [round(v, 3) for v in decode(c)[0].tolist()]
+    [0.0, 0.5, 1.0]
+    """
+    idx = list(range(c.codes.shape[0])) if channels is None else list(channels)
+    codes = c.codes[idx]
+    lo = torch.from_numpy(np.nan_to_num(c.vmin[idx], nan=0.0))
+    rng = torch.from_numpy(np.nan_to_num(c.vmax[idx] - c.vmin[idx], nan=0.0))
+    shape = (len(idx),) + (1,) * (codes.dim() - 1)
+    out = codes.float() * (rng / LEVELS).view(shape) + lo.view(shape)
+    if not c.finite:
+        out[codes == NAN_CODE] = float("nan")
+    return out
+
+
+def shrink_factor(height: int, width: int, max_tile: int = MAX_TILE) -> int:
+    """The integer factor that brings a ``height`` x ``width`` map within ``max_tile`` pixels."""
+    longer = max(height, width)
+    return -(-longer // max_tile) if longer > max_tile else 1
+
+
+def shrunk_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """The tile size :func:`shrink` makes of a ``height`` x ``width`` map.
+
+    >>> shrunk_size(111, 111, 2), shrunk_size(2, 300, 5)
+    ((55, 55), (1, 60))
+    """
+    return height // min(factor, height), width // min(factor, width)
+
+
+def shrink(codes: torch.Tensor, factor: int, *, finite: bool = True) -> torch.Tensor:
+    """Area-average (C, H, W) codes by an integer ``factor``; remainder rows/columns are dropped.
+
+    Codes are linear in the value, so their mean is the mean value's code (rounded). NaN codes
+    do not take part in a mean; a block of NaN only stays NaN.
+
+    Examples
+    --------
+    >>> shrink(torch.tensor([[[0, 2], [4, 254]]], dtype=torch.uint8), 2).tolist()
+    [[[65]]]
+    """
+    if factor == 1:
+        return codes
+    kernel = (min(factor, codes.shape[1]), min(factor, codes.shape[2]))  # a thin map keeps 1 px
+    x = codes.float()[:, None]
+    if finite:
+        mean = F.avg_pool2d(x, kernel)
+    else:
+        ok = (x != NAN_CODE).float()
+        count = F.avg_pool2d(ok, kernel)
+        mean = F.avg_pool2d(x * ok, kernel) / count.clamp(min=1e-9)
+        mean[count == 0] = NAN_CODE
+    return mean.add_(0.5).floor_()[:, 0].to(torch.uint8)

@@ -1,0 +1,189 @@
+"""``save_png``: the current view as a picture, with a title, panel titles and a legend per panel.
+
+The pixels of every panel come from :mod:`fmwidget.render`, the same arithmetic the browser
+uses, so a saved grid equals the widget's canvas (a real-browser test checks it). The grid's
+place in the file is recorded in the PNG text chunk ``fmwidget:grid`` (``x, y, width, height``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+from . import codec, render, rules
+
+__all__ = ["save_png"]
+
+MARGIN = 20
+TITLE_PX = 16
+TEXT_PX = 13
+LEGEND_H = 14
+
+
+@dataclass
+class Panel:
+    title: str
+    image: np.ndarray  # (H, W, 3) uint8
+    legend: dict | None  # {"cmap", "low", "high", "zero", "caption"} or None
+    is_grid: bool = False
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _fmt(value: float) -> str:
+    if not np.isfinite(value):
+        return "nan"
+    return f"{value:.3g}"
+
+
+def legend_for(norm: str, cmap: str, vmin: np.ndarray, vmax: np.ndarray, what: str) -> dict:
+    """What the colours of a panel mean: the same words as the browser's legend (js/legend.js)."""
+    low, high, big = render.layer_stats(vmin, vmax)
+    if norm == "channel":
+        return {"cmap": cmap, "low": "min", "high": "max", "zero": None, "caption": f"{what}: each its own min to max"}
+    if norm == "channel_symmetric":
+        return {"cmap": cmap, "low": "-max|v|", "high": "+max|v|", "zero": 0.5,
+                "caption": f"{what}: each its own scale, 0 in the middle"}
+    if norm == "layer":
+        zero = (-low / (high - low)) if high > low and low < 0 < high else None
+        return {"cmap": cmap, "low": _fmt(low), "high": _fmt(high), "zero": zero, "caption": f"{what}: one scale for the layer"}
+    return {"cmap": cmap, "low": _fmt(-big), "high": _fmt(big), "zero": 0.5, "caption": f"{what}: one scale, 0 in the middle"}
+
+
+def _legend_image(legend: dict, width: int) -> Image.Image:
+    width = max(160, min(width, 420))
+    font = _font(TEXT_PX)
+    img = Image.new("RGB", (width, LEGEND_H + 2 * TEXT_PX + 10), "white")
+    draw = ImageDraw.Draw(img)
+    lut = rules.lut(legend["cmap"])
+    bar = lut[np.floor(np.linspace(0, 255, width) + 0.5).astype(int)]
+    img.paste(Image.fromarray(np.repeat(bar[None], LEGEND_H, axis=0)), (0, 0))
+    draw.rectangle([0, 0, width - 1, LEGEND_H - 1], outline=(120, 120, 120))
+    y = LEGEND_H + 2
+    draw.text((0, y), str(legend["low"]), fill="black", font=font)
+    high = str(legend["high"])
+    draw.text((width - draw.textlength(high, font=font), y), high, fill="black", font=font)
+    if legend.get("zero") is not None:
+        x = legend["zero"] * width
+        draw.line([x, 0, x, LEGEND_H + 3], fill=(0, 0, 0))
+        draw.text((x - draw.textlength("0", font=font) / 2, y), "0", fill="black", font=font)
+    draw.text((0, y + TEXT_PX + 2), legend["caption"], fill=(80, 80, 80), font=font)
+    return img
+
+
+def _page_items(count: int, page: int, size: int) -> np.ndarray:
+    return np.arange(page * size, min(count, (page + 1) * size))
+
+
+def _maps_panel(snap: dict, width: int) -> Panel:
+    p = codec.unpack(snap["maps"])
+    items = _page_items(p["count"], snap["page"], snap["page_size"])
+    tiles = p["codes"][items - p["first"]]
+    tables = render.colour_tables(p["vmin"], p["vmax"], snap["norm"], snap["cmap"], items)
+    layout = render.grid_layout(len(items), tiles.shape[1], tiles.shape[2], width)
+    img = render.draw_grid(tiles, tables, layout, render.hex_rgb(rules.CMAPS[snap["cmap"]][2]))
+    title = f"feature maps, channels {items[0]}-{items[-1]} of {p['count']}"
+    if p.get("scale", 1) > 1:
+        title += f" (shrunk {p['scale']}x)"
+    return Panel(title, img, legend_for(snap["norm"], snap["cmap"], p["vmin"], p["vmax"], "channels"), True)
+
+
+def _filters_panel(snap: dict, width: int, rows: np.ndarray, title: str) -> Panel:
+    p = codec.unpack(snap["filters"])
+    w = p["codes"][rows - p["first"]]  # (n, I, kh, kw)
+    gap = render.hex_rgb(rules.CMAPS[snap["cmap"]][2])
+    legend = legend_for(snap["norm"], snap["cmap"], p["vmin"], p["vmax"], "filters")
+    if p["depthwise"]:
+        tiles = w[:, 0]
+        tables = render.colour_tables(p["vmin"], p["vmax"], snap["norm"], snap["cmap"], rows)
+        layout = render.grid_layout(len(rows), tiles.shape[1], tiles.shape[2], width)
+        return Panel(title, render.draw_grid(tiles, tables, layout, gap), legend, True)
+    if w.shape[1] == 3:  # a first layer: one colour composite per filter
+        rgb = render.composite(w, p["vmin"][rows], p["vmax"][rows], p["bgr"])
+        layout = render.grid_layout(len(rows), rgb.shape[1], rgb.shape[2], width)
+        legend = {"cmap": "gray", "low": "-max|w|", "high": "+max|w|", "zero": 0.5,
+                  "caption": "RGB: each filter's weights per input colour, grey = 0"}
+        return Panel(title, render.draw_grid(rgb, None, layout, np.array([77, 77, 77], np.uint8)), legend, True)
+    ins = _page_items(w.shape[1], snap["in_page"], rules.IN_PAGE)
+    kernels = w[:, ins].reshape(-1, w.shape[2], w.shape[3])
+    tables = np.repeat(render.colour_tables(p["vmin"], p["vmax"], snap["norm"], snap["cmap"], rows), len(ins), axis=0)
+    layout = render.grid_layout(len(kernels), w.shape[2], w.shape[3], width, cols=len(ins), gap=1)
+    title += f"; rows: output filters, columns: inputs {ins[0]}-{ins[-1]} of {w.shape[1]}"
+    return Panel(title, render.draw_grid(kernels, tables, layout, gap), legend, True)
+
+
+def _side_panels(snap: dict, width: int) -> list[Panel]:
+    c = snap["channel"]
+    panels = []
+    if "filters" in snap:
+        panels.append(_filters_panel(snap, width // 3, np.array([c]), f"filter {c}"))
+    m = codec.unpack(snap["map"])
+    table = render.colour_tables(m["vmin"], m["vmax"], snap["norm"], snap["cmap"], [c])[0]
+    h, w = m["codes"].shape[1:]
+    zoom = max(1, min(MARGIN, (width // 3) // max(h, w)))
+    plane = render.plane_image(m["codes"][0], table, zoom)
+    legend = legend_for(snap["norm"], snap["cmap"], m["vmin"], m["vmax"], "channel")
+    if snap["norm"] == "channel":
+        legend.update(low=_fmt(m["vmin"][c]), high=_fmt(m["vmax"][c]), caption=f"channel {c}: its own min to max")
+    panels.append(Panel(f"feature map {c} ({h}x{w})", plane, legend))
+    inp = snap["input"]
+    over = np.asarray(Image.fromarray(render.plane_image(m["codes"][0], table, 1)).resize((inp.shape[1], inp.shape[0]), Image.NEAREST))
+    mixed = (inp.astype(np.float64) * 0.4 + over.astype(np.float64) * 0.6 + 0.5).astype(np.uint8)
+    panels.append(Panel("input + map (60%)", mixed, legend))
+    return panels
+
+
+def _compose(title: str, panels: list[Panel], width: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    font, big = _font(TEXT_PX), _font(TITLE_PX)
+    placed, x, y, row_h, grid_box = [], MARGIN, MARGIN + TITLE_PX + 12, 0, None
+    for panel in panels:
+        pic = Image.fromarray(panel.image)
+        legend = _legend_image(panel.legend, pic.width) if panel.legend else None
+        w = max(pic.width, legend.width if legend else 0)
+        h = TEXT_PX + 6 + pic.height + (legend.height + 8 if legend else 0)
+        if x > MARGIN and x + w > MARGIN + width:
+            x, y, row_h = MARGIN, y + row_h + 16, 0
+        placed.append((x, y, panel, pic, legend))
+        x, row_h = x + w + 24, max(row_h, h)
+    total_w = max(MARGIN + width, max(px + max(pic.width, lg.width if lg else 0) for px, _, _, pic, lg in placed)) + MARGIN
+    out = Image.new("RGB", (total_w, y + row_h + MARGIN), "white")
+    draw = ImageDraw.Draw(out)
+    draw.text((MARGIN, MARGIN), title, fill="black", font=big)
+    for px, py, panel, pic, legend in placed:
+        draw.text((px, py), panel.title, fill=(60, 60, 60), font=font)
+        out.paste(pic, (px, py + TEXT_PX + 6))
+        if panel.is_grid and grid_box is None:
+            grid_box = (px, py + TEXT_PX + 6, pic.width, pic.height)
+        if legend:
+            out.paste(legend, (px, py + TEXT_PX + 6 + pic.height + 8))
+    return out, grid_box
+
+
+def save_png(snap: dict, path: str | Path, *, width: int = 900) -> Path:
+    """Write the view described by ``snap`` (from the widget) to ``path``; return the path."""
+    info = snap["info"]
+    if snap["view"] == "maps":
+        panels, what = [_maps_panel(snap, width)], "feature maps"
+    elif snap["view"] == "filters":
+        O = info.weight_shape[0]
+        rows = _page_items(O, snap["page"], snap["page_size"])
+        panels, what = [_filters_panel(snap, width, rows, f"filters {rows[0]}-{rows[-1]} of {O}")], "filters"
+    else:
+        panels, what = _side_panels(snap, width), f"channel {snap['channel']}"
+    title = f"{snap['model']}: {info.name} ({info.type}, output {'x'.join(map(str, info.out_shape))}), {what}"
+    image, grid_box = _compose(title, panels, width)
+    meta = PngImagePlugin.PngInfo()
+    if grid_box is not None:
+        meta.add_text("fmwidget:grid", json.dumps(dict(zip(("x", "y", "width", "height"), grid_box))))
+    target = Path(path)
+    image.save(target, pnginfo=meta)
+    return target
