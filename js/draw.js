@@ -24,6 +24,15 @@ export function putTile(target, layout, th, tw, i, codes, table) {
   const width = image.width;
   const r = tileRect(layout, th, tw, i);
   const z = layout.zoom;
+  if (z === 1) { // the common case, without the inner enlargement loops
+    for (let y = 0; y < th; y++) {
+      const row = y * tw;
+      let o = (r.y + y) * width + r.x;
+      if (table) for (let x = 0; x < tw; x++) px[o++] = table[codes[row + x]];
+      else px.set(codes.subarray(row, row + tw), o);
+    }
+    return;
+  }
   for (let y = 0; y < th; y++) {
     const row = y * tw;
     for (let dy = 0; dy < z; dy++) {

@@ -1,13 +1,14 @@
 // One widget's data in this page: the decoded rules and a bounded cache of the grids received.
-// Created once per model (anywidget's `initialize`) and shared by every view of it; a WeakMap
-// keyed by the model, so nothing is shared between widgets even where this module runs once
-// per page (marimo).
+// Created once per model (anywidget's `initialize`, which removes it when the model closes)
+// and shared by every view of it. anywidget hands `initialize` and each `render` a different
+// proxy of the model, so the stores are keyed by the widget's own id (`_config.uid`): nothing
+// is shared between widgets even where this module runs once per page (marimo).
 import { createCache } from "./cache.js";
 import { unpack } from "./codec.js";
 import { readRules } from "./rules.js";
 
 const DATA = ["_maps", "_filters", "_map"];
-const stores = new WeakMap();
+const stores = new Map();
 
 function createStore(model) {
   let rules = readRules(model.get("_config"));
@@ -53,17 +54,22 @@ function createStore(model) {
     dispose() {
       for (const [name, fn] of handlers) model.off(`change:${name}`, fn);
       listeners.clear();
-      stores.delete(model);
+      stores.delete(uid(model));
     },
   };
 }
 
+function uid(model) {
+  return (model.get("_config") || {}).uid || "";
+}
+
 /** The model's store (created on first use). */
 export function storeFor(model) {
-  let store = stores.get(model);
+  const id = uid(model);
+  let store = stores.get(id);
   if (!store) {
     store = createStore(model);
-    stores.set(model, store);
+    if (id) stores.set(id, store);
   }
   return store;
 }

@@ -23,6 +23,19 @@ function createContext(model, store) {
   let frame = 0;
   let fallback = 0;
   let unsaved = false;
+  // Redraws wait for the next animation frame, where every part updates once: a request goes
+  // to the kernel before any drawing, and a burst of changes draws once.
+  const due = new Set();
+  let drawFrame = 0;
+  let drawFallback = 0;
+  function draw() {
+    cancelAnimationFrame(drawFrame);
+    clearTimeout(drawFallback);
+    drawFrame = 0;
+    const fns = [...due];
+    due.clear();
+    for (const fn of fns) fn();
+  }
 
   function flush() {
     cancelAnimationFrame(frame);
@@ -38,11 +51,20 @@ function createContext(model, store) {
   const ctx = {
     model,
     store,
-    /** model.on("change:NAME") for each space-separated name, undone by cleanup. */
+    /** Run `fn` at the next animation frame (once, however often it is asked for). */
+    schedule(fn) {
+      due.add(fn);
+      if (!drawFrame) {
+        drawFrame = requestAnimationFrame(draw);
+        drawFallback = setTimeout(draw, 100); // rAF pauses in hidden tabs
+      }
+    },
+    /** On a change of any space-separated trait NAME, `fn` runs at the next frame; undone by cleanup. */
     on(names, fn) {
+      const later = () => ctx.schedule(fn);
       for (const name of names.split(/\s+/).filter(Boolean)) {
-        model.on(`change:${name}`, fn);
-        disposers.push(() => model.off(`change:${name}`, fn));
+        model.on(`change:${name}`, later);
+        disposers.push(() => model.off(`change:${name}`, later));
       }
     },
     /** addEventListener, undone by cleanup. */
@@ -82,6 +104,9 @@ function createContext(model, store) {
     },
     dispose() {
       flush();
+      cancelAnimationFrame(drawFrame);
+      clearTimeout(drawFallback);
+      due.clear();
       while (disposers.length) disposers.pop()();
     },
   };
@@ -92,6 +117,8 @@ function render({ model, el }) {
   const store = storeFor(model); // normally made by initialize() already
   const ctx = createContext(model, store);
   const root = h("div", { class: "fmw-root", "data-loading": "false" });
+  // For the browser tests (docs/design.md): the decoded cache, to compare with Python's codes.
+  Object.defineProperty(root, "fmwStore", { value: store, configurable: true });
   const hover = createHover(ctx, root);
   const legend = createLegend(ctx);
   const status = createStatus(ctx, root);
@@ -120,13 +147,13 @@ function render({ model, el }) {
   }
 
   ctx.on("layer channel view norm cmap page page_size in_page _layers _attrib _input_png", update);
-  ctx.cleanup(store.subscribe(update));
+  ctx.cleanup(store.subscribe(() => ctx.schedule(update)));
   // Redraw when the widget's width changes (grids use the width they have).
   let width = 0;
   const resize = new ResizeObserver(() => {
     if (Math.abs(root.clientWidth - width) < 4) return;
     width = root.clientWidth;
-    update();
+    ctx.schedule(update);
   });
   resize.observe(root);
   ctx.cleanup(() => resize.disconnect());

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYER_ROWS = {"switch", "prefetched", "cached", "make_grid", "payload"}
+LAYER_ROWS = {"answer", "make_grid", "payload"}
 
 
 def _positive(value) -> bool:
@@ -39,8 +39,7 @@ def test_quick_run_prints_the_table_and_every_target(quick):
     assert "resnet18 @ 128 px" in stdout and "targets" in stdout
     assert data["meta"]["quick"] is True and data["meta"]["repeats"] == 1
     names = {t["target"] for t in data["targets"]}
-    assert {"first_view_vs_forward", "prefetched_or_cached_ms", "kept_vs_float32"} <= names
-    assert "payload_step_bytes_224" not in names  # 128 px: the payload targets are for 224 px
+    assert {"first_view_vs_forward", "codes_per_tile_pixel", "kept_vs_float32"} <= names
     for t in data["targets"]:
         assert isinstance(t["pass"], bool) and math.isfinite(t["measured"])
         status = "PASS" if t["pass"] else "MISS"
@@ -52,12 +51,7 @@ def test_quick_run_has_every_row_with_sane_numbers(quick):
     (case,) = data["cases"]
     assert (case["model"], case["size"]) == ("resnet18", 128)
     rows = case["rows"]
-    assert {r["row"] for r in rows if "channels" not in r} == {
-        "forward", "first_view", "all_ready", "step_bytes", "jump_bytes"}
-    steps = next(r for r in rows if r["row"] == "step_bytes")
-    biggest = max(r["median"] for r in rows if r["row"] == "payload")
-    # stepping sends about one picture per step (the next one, ahead), never two
-    assert steps["unit"] == "bytes" and max(steps["runs"]) < 1.5 * biggest
+    assert {r["row"] for r in rows if "channels" not in r} == {"forward", "first_view", "export"}
     for want in (64, 256, 2048):
         mine = {r["row"] for r in rows if r.get("channels") == want}
         assert LAYER_ROWS <= mine, (want, mine)
@@ -65,14 +59,18 @@ def test_quick_run_has_every_row_with_sane_numbers(quick):
     for r in rows:
         assert r["runs"] and all(_positive(v) for v in r["runs"]), r
         assert _positive(r["median"]), r
-        for key in ("ratio_forward", "speedup", "payload"):
+        for key in ("ratio_forward", "speedup", "codes_per_pixel"):
             if key in r:
                 assert _positive(r[key]), r
-    # resnet18's conv1 at 128 px is 64x64x64: the page shows 64 tiles in one PNG data URL
-    first = next(r for r in rows if r["row"] == "switch" and r["channels"] == 64)
+    # resnet18's conv1 at 128 px is 64x64x64: the whole layer is one grid, one byte per tile pixel
+    first = next(r for r in rows if r["row"] == "answer" and r["channels"] == 64)
     assert first["shape"] == [64, 64, 64] and first["tiles"] == 64
     pay = next(r for r in rows if r["row"] == "payload" and r["channels"] == 64)
-    assert pay["unit"] == "bytes" and pay["median"] > 64 * 64 * 64 / 8
+    assert pay["codes"] == 64 * 64 * 64 and pay["codes_per_pixel"] == 1.0
+    # base64 makes 4 bytes of 3; the ranges and field names add a little
+    assert 4 / 3 * pay["codes"] < pay["median"] < 4 / 3 * pay["codes"] + 8000
+    export = next(r for r in rows if r["row"] == "export")
+    assert export["file_bytes"] > 4 / 3 * export["codes_bytes"] > 0
 
 
 def test_quick_run_measures_memory(quick):

@@ -31,6 +31,8 @@ export function createGrid(ctx, hover, opts) {
       commit(target);
       canvas.dataset.cols = String(layout.cols);
       canvas.dataset.zoom = String(layout.zoom);
+      canvas.dataset.avail = String(avail);
+      canvas.dataset.draws = String(Number(canvas.dataset.draws || 0) + 1);
     }
     shown = { key: fullKey, layout, th, tw, n, selected: shown ? shown.selected : [] };
     show(frame, true);

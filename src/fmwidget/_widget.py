@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import uuid
 from typing import Any
 
 import anywidget
@@ -152,7 +153,8 @@ class FeatureMapExplorer(anywidget.AnyWidget):
             # Everything, the first answer included, is in the traits before the comm opens, so
             # the browser gets it with the widget's first state.
             with self.hold_trait_notifications():
-                self._config = rules.config()
+                # uid: the front end keeps one store per widget (js/store.js)
+                self._config = {**rules.config(), "uid": uuid.uuid4().hex}
                 self._header = self._header_json()
                 self._layers = [{**info.to_json(), **grids.layout(info)} for info in self._cap.layers]
                 self.layer = kwargs.get("layer", self._cap.layers[0].name)
