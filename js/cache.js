@@ -1,6 +1,7 @@
 // The grids this page has received for one widget: a byte-bounded least-recently-used cache.
 // A layer already seen repaints from here at once; the kernel's answer for it then only
 // refreshes the entry.
+import { hasItem } from "./codec.js";
 
 /**
  * @param {number} limit bytes the entries may hold together
@@ -29,23 +30,19 @@ export function createCache(limit) {
       }
     },
     /**
-     * The entry of `kind` for `layer` (of capture `version`) that holds items first .. last,
-     * or null. A hit counts as use.
+     * The entry of `kind` for `layer` of capture `version` (and, for a difference, `other`)
+     * that holds every item of `items` (an array of channels), or null. A hit counts as use.
      */
-    find(version, kind, layer, first, last) {
+    find(version, kind, layer, items, other = undefined) {
       for (const [key, entry] of entries) {
         if (entry.version === version && entry.kind === kind && entry.layer === layer
-            && entry.first <= first && last < entry.first + entry.n) {
+            && (other === undefined || entry.other === other) && items.every((i) => hasItem(entry, i))) {
           entries.delete(key);
           entries.set(key, entry);
           return entry;
         }
       }
       return null;
-    },
-    /** Drop the entries of other captures (a new image). */
-    keepVersion(version) {
-      for (const [key, entry] of [...entries]) if (entry.version !== version) drop(key);
     },
     get bytes() {
       return size;

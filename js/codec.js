@@ -34,25 +34,29 @@ export function unpack(payload, format) {
   const vmin = floats(payload.vmin);
   const vmax = floats(payload.vmax);
   const n = payload.shape[0];
+  // Items first .. first + n - 1, or, when the payload lists them, those items in that order.
+  const items = Array.isArray(payload.items) ? payload.items : null;
+  const rowOf = items ? new Map(items.map((c, k) => [c, k])) : null;
   return {
     ...payload,
     codes,
     vmin,
     vmax,
     n,
+    rowOf,
     size: codes.length + 8 * vmin.length,
-    key: entryKey(payload.version, payload.kind, payload.layer, payload.first, n),
+    key: `${payload.version}|${payload.other ?? ""}|${payload.kind}|${payload.layer}|${items ? items.join(",") : `${payload.first}+${n}`}`,
   };
 }
 
-/** The cache key of the items first .. first + n - 1 of a layer's data of one kind. */
-export function entryKey(version, kind, layer, first, n) {
-  return `${version}|${kind}|${layer}|${first}|${n}`;
+/** Whether an entry carries item `i`. */
+export function hasItem(entry, i) {
+  return entry.rowOf ? entry.rowOf.has(i) : i >= entry.first && i < entry.first + entry.n;
 }
 
 /** The codes of item `i` (an absolute index) of an entry, as a subarray (no copy). */
 export function itemCodes(entry, i) {
   const per = entry.codes.length / entry.n;
-  const k = i - entry.first;
+  const k = entry.rowOf ? entry.rowOf.get(i) : i - entry.first;
   return entry.codes.subarray(k * per, (k + 1) * per);
 }

@@ -28,12 +28,16 @@ export function layerStats(vmin, vmax) {
   return { low, high, big: Math.max(Math.abs(low), Math.abs(high)) };
 }
 
-/** Where code q of an item lies along the colour scale (0..1, maybe outside before clamping). */
-function position(norm, q, lo, hi, stats) {
-  if (!Number.isFinite(lo) || norm === "channel") return q / 254;
+/**
+ * Where code q of an item lies along the colour scale (0..1, maybe outside before clamping).
+ * `slo`, `shi` are the item's range on the scale: its own, or one shared by two images.
+ */
+function position(norm, q, lo, hi, stats, slo, shi, shared) {
+  if (!Number.isFinite(lo) || (norm === "channel" && !shared)) return q / 254;
   const v = lo + q * ((hi - lo) / 254);
+  if (norm === "channel") return shi > slo ? (v - slo) / (shi - slo) : 0;
   if (norm === "channel_symmetric") {
-    const m = Math.max(Math.abs(lo), Math.abs(hi));
+    const m = Math.max(Math.abs(slo), Math.abs(shi));
     return m > 0 ? 0.5 + v / (2 * m) : 0.5;
   }
   if (norm === "layer") return stats.high > stats.low ? (v - stats.low) / (stats.high - stats.low) : 0;
@@ -46,12 +50,27 @@ export function lutIndex(t) {
   return i < 0 ? 0 : i > 255 ? 255 : i;
 }
 
+/** One scale for two images' ranges: per item the lower minimum and the higher maximum. */
+export function sharedScale(a, b) {
+  const vmin = new Float32Array(a.vmin.length);
+  const vmax = new Float32Array(a.vmin.length);
+  const lower = (x, y) => (Number.isNaN(x) ? y : Number.isNaN(y) ? x : Math.min(x, y));
+  const higher = (x, y) => (Number.isNaN(x) ? y : Number.isNaN(y) ? x : Math.max(x, y));
+  for (let i = 0; i < vmin.length; i++) {
+    vmin[i] = lower(a.vmin[i], b.vmin[i]);
+    vmax[i] = higher(a.vmax[i], b.vmax[i]);
+  }
+  return { vmin, vmax };
+}
+
 /**
  * Colour tables of an entry's items for one style, built on demand and kept per item:
- * `tables(entry, norm, lut, nanColor)` returns `get(i) -> Uint32Array(256)`.
+ * `tables(entry, norm, lut, nanColor, scale?)` returns `get(i) -> Uint32Array(256)`. `scale`
+ * ({vmin, vmax}) normalises with other ranges than the codes' own (two images on one scale).
  */
-export function colourTables(entry, norm, lut, nanColor) {
-  const stats = layerStats(entry.vmin, entry.vmax);
+export function colourTables(entry, norm, lut, nanColor, scale = null) {
+  const s = scale || entry;
+  const stats = layerStats(s.vmin, s.vmax);
   const nan = pixel(...hexRGB(nanColor));
   const built = new Map();
   return (i) => {
@@ -61,7 +80,7 @@ export function colourTables(entry, norm, lut, nanColor) {
     const lo = entry.vmin[i];
     const hi = entry.vmax[i];
     for (let q = 0; q < 255; q++) {
-      const k = 3 * lutIndex(position(norm, q, lo, hi, stats));
+      const k = 3 * lutIndex(position(norm, q, lo, hi, stats, s.vmin[i], s.vmax[i], !!scale));
       table[q] = pixel(lut[k], lut[k + 1], lut[k + 2]);
     }
     table[255] = nan;

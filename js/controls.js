@@ -35,6 +35,7 @@ export function createControls(ctx) {
   const norm = select("Normalisation");
   const cmap = select("Colormap");
   const size = select("Channels per page");
+  const sort = select("Sort by");
 
   const el = h(
     "div",
@@ -47,7 +48,7 @@ export function createControls(ctx) {
       h("label", { class: "fmw-control" }, h("span", { class: "fmw-label" }, "Channel"), channel, channelMax),
       channelError,
     ),
-    h("div", { class: "fmw-row" }, norm.label, cmap.label, size.label),
+    h("div", { class: "fmw-row" }, norm.label, cmap.label, size.label, sort.label),
   );
 
   // A drag fires many input events: each updates the model (the view redraws from the cache at
@@ -81,6 +82,8 @@ export function createControls(ctx) {
   ctx.listen(norm.el, "change", () => ctx.request({ norm: norm.el.value }));
   ctx.listen(cmap.el, "change", () => ctx.request({ cmap: cmap.el.value }));
   ctx.listen(size.el, "change", () => ctx.request(pageSizeChanges(model, Number(size.el.value))));
+  // a new order shows the selected channel's page once Python's ranking arrives
+  ctx.listen(sort.el, "change", () => ctx.request({ sort: sort.el.value, page: 0 }));
 
   let viewButtons = [];
   function buildViews() {
@@ -101,6 +104,7 @@ export function createControls(ctx) {
     fill(norm.el, rules.norms.map((n) => [n.name, n.label]));
     fill(cmap.el, [...rules.cmaps].map(([name, c]) => [name, c.label]));
     fill(size.el, rules.pageSizes.map((s) => [s, String(s)]));
+    fill(sort.el, rules.rankings.map((r) => [r.name, r.label]));
 
     const all = layers(model);
     const index = layerIndex(model);
@@ -136,9 +140,11 @@ export function createControls(ctx) {
     cmap.el.value = model.get("cmap");
     size.el.value = String(model.get("page_size"));
     size.label.hidden = view === "side";
+    sort.el.value = model.get("sort");
+    sort.label.hidden = view !== "maps";
   }
 
-  ctx.on("_layers _config layer channel view norm cmap page_size", update);
+  ctx.on("_layers _config layer channel view norm cmap page_size sort", update);
   update();
   return { el, update };
 }

@@ -21,6 +21,8 @@ export function readRules(config) {
     cam: c.cam_cmap ? { name: c.cam_cmap.name, lut: bytes(c.cam_cmap.lut) } : null,
     auto: c.auto || {},
     pageSizes: c.page_sizes || [],
+    rankings: c.rankings || [],
+    maxUpload: c.max_upload_bytes || 50 * 1024 * 1024,
     inPage: c.in_page || 64,
     levels: c.levels ?? 254,
     nanCode: c.nan_code ?? 255,

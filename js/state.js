@@ -17,6 +17,20 @@ export function currentLayer(model) {
   return layers(model)[layerIndex(model)] || null;
 }
 
+/** The capture version of image `index` (default: the one shown), or null until Python has run it. */
+export function versionOf(model, index = model.get("image_index")) {
+  const entry = (model.get("_images") || [])[index];
+  return entry && entry.version !== null && entry.version !== undefined ? entry.version : null;
+}
+
+/** The ranking of the current layer and image the `sort` trait asks for, or null. */
+export function ranking(model) {
+  const sort = model.get("sort");
+  const r = model.get("_ranking") || {};
+  if (sort === "channel" || r.by !== sort || r.layer !== model.get("layer") || r.version !== versionOf(model)) return null;
+  return r;
+}
+
 /** Output channels of a layer. */
 export function channelCount(info) {
   return info && info.out_shape ? Number(info.out_shape[0]) : 0;
@@ -33,11 +47,30 @@ export function itemCount(model, info = currentLayer(model)) {
   return channelCount(info);
 }
 
-/** The items (first, last) on the current page. */
+/**
+ * The items on the current page, in the order shown: `{first, last, items}` (first and last
+ * are positions in the order, `items` the channels); sorted when the maps view is sorted.
+ * `items` is null while a sort the page asks for has not arrived.
+ */
 export function pageItems(model, info = currentLayer(model)) {
   const size = model.get("page_size");
   const first = model.get("page") * size;
-  return { first, last: Math.min(itemCount(model, info), first + size) - 1 };
+  const last = Math.min(itemCount(model, info), first + size) - 1;
+  const items = [];
+  if (model.get("view") !== "filters" && model.get("sort") !== "channel") {
+    const r = ranking(model);
+    if (!r) return { first, last, items: null };
+    for (let k = first; k <= last; k++) items.push(r.order[k]);
+  } else {
+    for (let k = first; k <= last; k++) items.push(k);
+  }
+  return { first, last, items };
+}
+
+/** Where `channel` is in the order shown (its position in the grid). */
+export function positionOf(model, channel) {
+  const r = model.get("view") !== "filters" ? ranking(model) : null;
+  return r ? r.order.indexOf(channel) : channel;
 }
 
 /** Pages of the current view. */
@@ -59,23 +92,26 @@ export function layerChanges(model, index) {
   if (!info) return {};
   const channel = model.get("channel") < channelCount(info) ? model.get("channel") : 0;
   const size = model.get("page_size");
-  const page = Math.min(Math.floor(channel / size), Math.max(1, Math.ceil(channelCount(info) / size)) - 1);
+  // a sorted view's order for the new layer comes with Python's answer: its page follows then
+  const at = model.get("sort") === "channel" || model.get("view") === "filters" ? channel : 0;
+  const page = Math.min(Math.floor(at / size), Math.max(1, Math.ceil(channelCount(info) / size)) - 1);
   return { layer: info.name, channel, page, in_page: 0 };
 }
 
 /** Trait values that switch to `view`, with the page that shows the selected channel. */
 export function viewChanges(model, view) {
-  return { view, page: Math.floor(model.get("channel") / model.get("page_size")) };
+  const at = view === "filters" ? model.get("channel") : positionOf(model, model.get("channel"));
+  return { view, page: Math.floor(Math.max(0, at) / model.get("page_size")) };
 }
 
 /** Trait values that select `channel` (already validated) and show its page. */
 export function channelChanges(model, channel) {
-  return { channel, page: Math.floor(channel / model.get("page_size")) };
+  return { channel, page: Math.floor(Math.max(0, positionOf(model, channel)) / model.get("page_size")) };
 }
 
 /** Trait values for a new page size, keeping the selected channel on screen. */
 export function pageSizeChanges(model, size) {
-  return { page_size: size, page: Math.floor(model.get("channel") / size) };
+  return { page_size: size, page: Math.floor(Math.max(0, positionOf(model, model.get("channel"))) / size) };
 }
 
 /** "64×55×55" for [64, 55, 55]; "—" for null. */

@@ -7,27 +7,25 @@ import { createCache } from "./cache.js";
 import { unpack } from "./codec.js";
 import { readRules } from "./rules.js";
 
-const DATA = ["_maps", "_filters", "_map"];
+const DATA = ["_maps", "_filters", "_map", "_compare"];
 const stores = new Map();
 
 function createStore(model) {
   let rules = readRules(model.get("_config"));
   const cache = createCache(rules.cacheBytes);
   const listeners = new Set();
-  let version = -1;
 
   function notify() {
     for (const fn of listeners) fn();
   }
 
   function ingest(payload) {
-    const entry = unpack(payload, rules.format);
-    if (!entry) return;
-    if (entry.version > version) {
-      version = entry.version;
-      cache.keepVersion(version); // a new image: the old grids are of no use
+    if (payload && !payload.kind && typeof payload === "object") {
+      for (const inner of Object.values(payload)) if (inner && inner.kind) ingest(inner); // _compare
+      return;
     }
-    if (entry.version === version) cache.put(entry);
+    const entry = unpack(payload, rules.format);
+    if (entry) cache.put(entry);
   }
 
   for (const payload of model.get("_bundle") || []) ingest(payload); // a saved page's grids
@@ -41,10 +39,6 @@ function createStore(model) {
     cache,
     get rules() {
       return rules;
-    },
-    /** The capture version of the newest data (the one the views draw). */
-    get version() {
-      return version;
     },
     /** Call `fn()` whenever new data arrived; returns the unsubscribe function. */
     subscribe(fn) {

@@ -7,6 +7,8 @@ import { h } from "./dom.js";
 import { createControls } from "./controls.js";
 import { createHeader } from "./header.js";
 import { createHover } from "./hover.js";
+import { createImages } from "./images.js";
+import { createScanBar } from "./scanbar.js";
 import { createLegend } from "./legend.js";
 import { createStatus } from "./status.js";
 import { storeFor } from "./store.js";
@@ -75,10 +77,10 @@ function createContext(model, store) {
     cleanup(fn) {
       disposers.push(fn);
     },
-    /** A message to Python; unsent trait changes go first so that it sees them. */
-    send(message) {
+    /** A message to Python (with binary `buffers`, e.g. a file's bytes); unsent trait changes go first. */
+    send(message, buffers) {
       flush();
-      if (!store.rules.offline) model.send(message);
+      if (!store.rules.offline) model.send(message, undefined, buffers);
     },
     /**
      * Set selection traits: the views redraw at once (from the cache), and the kernel gets the
@@ -123,6 +125,8 @@ function render({ model, el }) {
   const legend = createLegend(ctx);
   const status = createStatus(ctx, root);
   const header = createHeader(ctx);
+  const images = createImages(ctx, root);
+  const scanBar = createScanBar(ctx);
   const controls = createControls(ctx);
   const views = {
     maps: createMapsView(ctx, hover, legend),
@@ -130,7 +134,7 @@ function render({ model, el }) {
     side: createSideView(ctx, hover, legend),
   };
   const body = h("div", { class: "fmw-body" }, ...Object.values(views).map((v) => v.el));
-  root.append(header.el, controls.el, status.el, body, legend.el, hover.el);
+  root.append(header.el, images.el, scanBar.el, controls.el, status.el, body, legend.el, hover.el);
 
   /** Draw the current view from the cache; say "loading" while its data is on the way. */
   function update() {
@@ -146,7 +150,7 @@ function render({ model, el }) {
     root.dataset.cacheBytes = String(store.cache.bytes);
   }
 
-  ctx.on("layer channel view norm cmap page page_size in_page _layers _attrib _input_png", update);
+  ctx.on("layer channel view norm cmap page page_size in_page image_index compare sort _layers _images _ranking _attrib _input_png _top", update);
   ctx.cleanup(store.subscribe(() => ctx.schedule(update)));
   // Redraw when the widget's width changes (grids use the width they have).
   let width = 0;

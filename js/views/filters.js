@@ -7,7 +7,7 @@ import { colourTables, compositePixels, decodeValue, layerStats } from "../color
 import { itemCodes } from "../codec.js";
 import { describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
-import { channelChanges, currentLayer, formatNumber, hasFilters, pageCount, pageItems } from "../state.js";
+import { channelChanges, currentLayer, formatNumber, hasFilters, pageCount, pageItems, versionOf } from "../state.js";
 import { createGrid } from "./grid.js";
 import { createPager, span } from "./pager.js";
 import { createKernels } from "./kernels.js";
@@ -107,7 +107,7 @@ export function createFiltersView(ctx, hover, legend) {
     setText(pages.label, `Page ${page + 1}/${nPages} · filters ${span(items.first, items.last)} of ${O}`);
     pages.prev.disabled = page <= 0;
     pages.next.disabled = page >= nPages - 1;
-    const entry = filtersEntry(ctx, items.first, items.last);
+    const entry = filtersEntry(ctx, items.items);
     el.classList.toggle("fmw-waiting", !entry);
     if (!entry) {
       legend.update(null);

@@ -7,12 +7,18 @@ import { clearTail, commit, prepare, putTile } from "../draw.js";
 /**
  * @param {Object} ctx widget context
  * @param {Object} hover the shared hover tooltip
- * @param {Object} opts {label: aria label, onPick(index), describe(index, x, y) -> text}
+ * @param {Object} opts {label: aria label, onPick(index), describe(index, x, y) -> text, role}
+ *   role "main" (default) gives the DOM contract's classes (`canvas.fmw-grid`,
+ *   `.fmw-tile-selected`, `.fmw-tile-label`); another role (a compared image's grid) gives
+ *   `fmw-grid-<role>` and so on, so that the contract's selectors stay unique.
  */
 export function createGrid(ctx, hover, opts) {
-  const canvas = suppressShortcuts(h("canvas", { class: "fmw-grid", tabindex: "0", role: "img", "aria-label": opts.label }));
-  const outline = h("div", { class: "fmw-tile-selected", "aria-hidden": "true", hidden: true });
-  const number = h("div", { class: "fmw-tile-label", "aria-hidden": "true", hidden: true });
+  const suffix = opts.role && opts.role !== "main" ? `-${opts.role}` : "";
+  const canvas = suppressShortcuts(
+    h("canvas", { class: `fmw-canvas-grid fmw-grid${suffix}`, tabindex: "0", role: "img", "aria-label": opts.label }),
+  );
+  const outline = h("div", { class: `fmw-outline fmw-tile-selected${suffix}`, "aria-hidden": "true", hidden: true });
+  const number = h("div", { class: `fmw-outline-label fmw-tile-label${suffix}`, "aria-hidden": "true", hidden: true });
   const inner = h("div", { class: "fmw-grid-inner" }, canvas, outline, number);
   const frame = h("div", { class: "fmw-grid-frame" }, inner);
   let shown = null; // {layout, th, tw, n, selected}

@@ -1,13 +1,14 @@
 // The side-by-side view: the selected channel's filter, its feature map at full resolution,
 // the input with the map laid over it, and the attribution panels.
 import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
-import { colourTables, decodeValue, layerStats } from "../colors.js";
+import { colourTables, decodeValue, layerStats, sharedScale } from "../colors.js";
 import { itemCodes } from "../codec.js";
 import { drawPlane } from "../draw.js";
 import { createLegend, describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
-import { currentLayer, formatNumber, hasFilters } from "../state.js";
+import { currentLayer, formatNumber, hasFilters, versionOf } from "../state.js";
 import { createAttribution } from "./attribution.js";
+import { createTopStrip } from "./top.js";
 import { createKernels } from "./kernels.js";
 
 const PANEL_PX = 280;
@@ -18,11 +19,12 @@ function panel(title, ...children) {
 }
 
 /** The full-resolution map of `channel` if cached, else its (shrunk) tile from the maps grid. */
-function mapSource(ctx, layer, channel) {
+function mapSource(ctx, version, layer, channel, kind = "map", other = undefined) {
   const { store } = ctx;
-  const full = store.cache.find(store.version, "map", layer, channel, channel);
+  if (version === null) return null;
+  const full = store.cache.find(version, kind, layer, [channel], other);
   if (full) return { entry: full, codes: itemCodes(full, channel), h: full.shape[1], w: full.shape[2], scale: 1 };
-  const grid = store.cache.find(store.version, "maps", layer, channel, channel);
+  const grid = store.cache.find(version, kind === "map" ? "maps" : "diff", layer, [channel], other);
   if (!grid) return null;
   return { entry: grid, codes: itemCodes(grid, channel), h: grid.shape[1], w: grid.shape[2], scale: grid.scale || 1 };
 }
@@ -50,8 +52,21 @@ export function createSideView(ctx, hover, mainLegend) {
     stack,
     h("label", { class: "fmw-control" }, h("span", { class: "fmw-label" }, "Overlay opacity"), opacity),
   );
+  // comparing: the second image's map on one scale with the first, and their difference
+  const secondCanvas = h("canvas", { class: "fmw-side-map-second" });
+  const secondLegend = createLegend(ctx, "fmw-legend fmw-panel-legend");
+  const second = panel("Second image", h("div", { class: "fmw-picture" }, secondCanvas), secondLegend.el);
+  const diffCanvas = h("canvas", { class: "fmw-side-map-diff" });
+  const diffLegend = createLegend(ctx, "fmw-legend fmw-panel-legend");
+  const diff = panel("Difference", h("div", { class: "fmw-picture" }, diffCanvas), diffLegend.el);
+  const top = createTopStrip(ctx);
   const attribution = createAttribution(ctx);
-  const el = h("div", { class: "fmw-view fmw-side" }, h("div", { class: "fmw-panels" }, filter.el, map.el, overlay.el, ...attribution.panels));
+  const el = h(
+    "div",
+    { class: "fmw-view fmw-side" },
+    h("div", { class: "fmw-panels" }, filter.el, map.el, second.el, diff.el, overlay.el, ...attribution.panels),
+    top.el,
+  );
 
   function applyOpacity() {
     overlayCanvas.style.opacity = String(Number(opacity.value) / 100);
@@ -82,7 +97,8 @@ export function createSideView(ctx, hover, mainLegend) {
 
     setText(filter.heading, `Filter ${c}`);
     if (hasFilters(info)) {
-      const f = store.cache.find(store.version, "filters", layer, c, c);
+      const version = versionOf(model);
+      const f = version === null ? null : store.cache.find(version, "filters", layer, [c]);
       if (f) {
         const { norm, cmap } = resolveStyle(store.rules, "filters", model.get("norm"), model.get("cmap"));
         kernels.draw(f, c, { norm, cmap, avail: PANEL_PX });
@@ -99,23 +115,47 @@ export function createSideView(ctx, hover, mainLegend) {
     }
 
     setText(map.heading, `Feature map ${c}`);
-    const src = mapSource(ctx, layer, c);
+    const src = mapSource(ctx, versionOf(model), layer, c);
+    const other = model.get("compare");
+    const comparing = other >= 0 && other !== model.get("image_index");
+    const otherVersion = comparing ? versionOf(model, other) : null;
+    const srcB = comparing ? mapSource(ctx, otherVersion, layer, c) : null;
+    const srcD = comparing && otherVersion !== null ? mapSource(ctx, versionOf(model), layer, c, "map_diff", otherVersion) : null;
+    show(second.el, comparing);
+    show(diff.el, comparing);
+    show(overlay.el, !comparing);
+    if (comparing && (!srcB || !srcD)) ready = false;
     if (!src) {
       ready = false;
     } else {
       const { norm, cmap } = resolveStyle(store.rules, "side", model.get("norm"), model.get("cmap"));
       const colormap = store.rules.cmaps.get(cmap);
-      const table = colourTables(src.entry, norm, colormap.lut, store.rules.nanColor)(c);
+      const scale = srcB ? sharedScale(src.entry, srcB.entry) : null;
+      const table = colourTables(src.entry, norm, colormap.lut, store.rules.nanColor, scale)(c);
+      if (srcB && srcD) {
+        const images = model.get("_images") || [];
+        const zoomB = Math.max(1, Math.floor(PANEL_PX / Math.max(srcB.h, srcB.w)));
+        drawPlane(secondCanvas, srcB.codes, srcB.h, srcB.w, zoomB, colourTables(srcB.entry, norm, colormap.lut, store.rules.nanColor, scale)(c));
+        setText(second.heading, `${(images[other] || {}).label || "second image"}: map ${c}`);
+        const both = describe(norm, colormap.lut, layerStats(scale.vmin, scale.vmax), "both images");
+        if (norm === "channel") Object.assign(both, { low: formatNumber(scale.vmin[c]), high: formatNumber(scale.vmax[c]), caption: `channel ${c} of both images: min to max` });
+        secondLegend.update(both);
+        const dn = norm.startsWith("channel") ? "channel_symmetric" : "symmetric";
+        const bwr = store.rules.cmaps.get("bwr");
+        drawPlane(diffCanvas, srcD.codes, srcD.h, srcD.w, Math.max(1, Math.floor(PANEL_PX / Math.max(srcD.h, srcD.w))), colourTables(srcD.entry, dn, bwr.lut, store.rules.nanColor)(c));
+        setText(diff.heading, `Difference ${c}: first − second`);
+        diffLegend.update(describe(dn, bwr.lut, layerStats(srcD.entry.vmin, srcD.entry.vmax), "first − second"));
+      }
       const zoom = Math.max(1, Math.floor(PANEL_PX / Math.max(src.h, src.w)));
       drawPlane(mapCanvas, src.codes, src.h, src.w, zoom, table);
       drawPlane(overlayCanvas, src.codes, src.h, src.w, 1, table);
       mapCanvas.dataset.layer = layer;
       mapCanvas.dataset.channel = String(c);
       shownMap = { ...src, channel: c };
-      const stats = layerStats(src.entry.vmin, src.entry.vmax);
-      const scale = describe(norm, colormap.lut, stats, "channel");
-      if (norm === "channel") Object.assign(scale, { low: formatNumber(src.entry.vmin[c]), high: formatNumber(src.entry.vmax[c]), caption: `channel ${c}: its own min to max` });
-      mapLegend.update(scale);
+      const ranges = scale || src.entry;
+      const own = describe(norm, colormap.lut, layerStats(ranges.vmin, ranges.vmax), scale ? "both images" : "channel");
+      if (norm === "channel") Object.assign(own, { low: formatNumber(ranges.vmin[c]), high: formatNumber(ranges.vmax[c]), caption: `channel ${c}${scale ? " of both images" : ""}: min to max` });
+      mapLegend.update(own);
       const part = src.scale > 1
         ? `shown shrunk ${src.scale}× (${src.h}×${src.w}); ${store.rules.offline ? "full resolution needs the kernel" : "full resolution on the way"}`
         : `${src.h}×${src.w}`;
@@ -124,6 +164,7 @@ export function createSideView(ctx, hover, mainLegend) {
     }
     setSrc(input, model.get("_input_png") || "");
     attribution.update();
+    top.update();
     return ready;
   }
 

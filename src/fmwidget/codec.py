@@ -9,7 +9,8 @@ A payload::
 
     {"format": 1, "kind": "maps" | "filters" | "map" | "gbp" | "cam",
      "layer": str, "version": int,          # which capture it comes from
-     "first": int, "shape": [n, ...],       # codes of items first .. first + n - 1
+     "first": int, "shape": [n, ...],       # codes of items first .. first + n - 1, or of
+     "items": [int, ...],                    #   these items, in this order, when present
      "codes": base64 uint8 (prod(shape) bytes),
      "vmin": base64 float32 (count,), "vmax": base64 float32 (count,),   # every item's range
      "count": int, ...}                     # kind-specific fields (docs/design.md)

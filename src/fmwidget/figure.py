@@ -60,7 +60,7 @@ def legend_for(norm: str, cmap: str, vmin: np.ndarray, vmax: np.ndarray, what: s
 
 
 def _legend_image(legend: dict, width: int) -> Image.Image:
-    width = max(160, min(width, 420))
+    width = max(240, min(width, 420))
     font = _font(TEXT_PX)
     img = Image.new("RGB", (width, LEGEND_H + 2 * TEXT_PX + 10), "white")
     draw = ImageDraw.Draw(img)
@@ -80,21 +80,53 @@ def _legend_image(legend: dict, width: int) -> Image.Image:
     return img
 
 
-def _page_items(count: int, page: int, size: int) -> np.ndarray:
+def _page_items(count: int, page: int, size: int, order: list[int] | None = None) -> np.ndarray:
+    if order:
+        return np.asarray(order[page * size : (page + 1) * size])
     return np.arange(page * size, min(count, (page + 1) * size))
 
 
-def _maps_panel(snap: dict, width: int) -> Panel:
-    p = codec.unpack(snap["maps"])
-    items = _page_items(p["count"], snap["page"], snap["page_size"])
-    tiles = p["codes"][items - p["first"]]
-    tables = render.colour_tables(p["vmin"], p["vmax"], snap["norm"], snap["cmap"], items)
+def _span(items: np.ndarray) -> str:
+    contiguous = len(items) and items[-1] - items[0] == len(items) - 1
+    return f"{items[0]}-{items[-1]}" if contiguous else f"{len(items)}"
+
+
+def diff_norm(norm: str) -> str:
+    """How a difference is coloured: 0 in the middle, per channel or for the layer as ``norm``."""
+    return "channel_symmetric" if norm.startswith("channel") else "symmetric"
+
+
+def _grid(p: dict, items: np.ndarray, norm: str, cmap: str, width: int, scale=None) -> np.ndarray:
+    rows = [p["items"].index(int(i)) for i in items] if "items" in p else items - p["first"]
+    tiles = p["codes"][rows]
+    tables = render.colour_tables(p["vmin"], p["vmax"], norm, cmap, items, scale=scale)
     layout = render.grid_layout(len(items), tiles.shape[1], tiles.shape[2], width)
-    img = render.draw_grid(tiles, tables, layout, render.hex_rgb(rules.CMAPS[snap["cmap"]][2]))
-    title = f"feature maps, channels {items[0]}-{items[-1]} of {p['count']}"
+    return render.draw_grid(tiles, tables, layout, render.hex_rgb(rules.CMAPS[cmap][2]))
+
+
+def _maps_panels(snap: dict, width: int) -> list[Panel]:
+    p = codec.unpack(snap["maps"])
+    items = _page_items(p["count"], snap["page"], snap["page_size"], snap.get("order"))
+    what = f"channels {_span(items)} of {p['count']}" if not snap.get("order") else f"{len(items)} channels"
+    if snap.get("ranking"):
+        r = snap["ranking"]
+        what += f", sorted by {r['by']}" + (f" for {r['label']}" if r.get("label") else "")
     if p.get("scale", 1) > 1:
-        title += f" (shrunk {p['scale']}x)"
-    return Panel(title, img, legend_for(snap["norm"], snap["cmap"], p["vmin"], p["vmax"], "channels"), True)
+        what += f" (shrunk {p['scale']}x)"
+    norm, cmap = snap["norm"], snap["cmap"]
+    cmp = snap.get("compare_data")
+    if not cmp:
+        return [Panel(f"feature maps, {what}", _grid(p, items, norm, cmap, width), legend_for(norm, cmap, p["vmin"], p["vmax"], "channels"), True)]
+    b, d = codec.unpack(cmp["maps"]), codec.unpack(cmp["diff"])
+    scale = render.shared_scale((p["vmin"], p["vmax"]), (b["vmin"], b["vmax"]))
+    labels = snap["labels"]
+    legend = legend_for(norm, cmap, *scale, "both images")
+    dn = diff_norm(norm)
+    return [
+        Panel(f"{labels[snap['image_index']]}: {what}", _grid(p, items, norm, cmap, width, scale), legend, True),
+        Panel(f"{labels[snap['compare']]}: the same channels, one scale with the first", _grid(b, items, norm, cmap, width, scale), legend),
+        Panel("difference, first minus second", _grid(d, items, dn, "bwr", width), legend_for(dn, "bwr", d["vmin"], d["vmax"], "first - second")),
+    ]
 
 
 def _filters_panel(snap: dict, width: int, rows: np.ndarray, title: str) -> Panel:
@@ -121,25 +153,62 @@ def _filters_panel(snap: dict, width: int, rows: np.ndarray, title: str) -> Pane
     return Panel(title, render.draw_grid(kernels, tables, layout, gap), legend, True)
 
 
+def _plane_panel(p: dict, c: int, norm: str, cmap: str, width: int, title: str, what: str, scale=None) -> Panel:
+    table = render.colour_tables(p["vmin"], p["vmax"], norm, cmap, [c], scale=scale)[0]
+    h, w = p["codes"].shape[1:]
+    zoom = max(1, min(MARGIN, width // max(h, w)))
+    lo, hi = (p["vmin"], p["vmax"]) if scale is None else scale
+    legend = legend_for(norm, cmap, lo, hi, what)
+    if norm == "channel":
+        legend.update(low=_fmt(lo[c]), high=_fmt(hi[c]), caption=f"{what}: from its min to its max")
+    return Panel(f"{title} ({h}x{w})", render.plane_image(p["codes"][0], table, zoom), legend)
+
+
 def _side_panels(snap: dict, width: int) -> list[Panel]:
     c = snap["channel"]
     panels = []
     if "filters" in snap:
-        panels.append(_filters_panel(snap, width // 3, np.array([c]), f"filter {c}"))
+        fnorm, fcmap = rules.resolve("filters", snap.get("norm_choice", "auto"), snap.get("cmap_choice", "auto"))
+        panels.append(_filter_panel(snap, c, fnorm, fcmap, width // 3))
     m = codec.unpack(snap["map"])
-    table = render.colour_tables(m["vmin"], m["vmax"], snap["norm"], snap["cmap"], [c])[0]
-    h, w = m["codes"].shape[1:]
-    zoom = max(1, min(MARGIN, (width // 3) // max(h, w)))
-    plane = render.plane_image(m["codes"][0], table, zoom)
-    legend = legend_for(snap["norm"], snap["cmap"], m["vmin"], m["vmax"], "channel")
-    if snap["norm"] == "channel":
-        legend.update(low=_fmt(m["vmin"][c]), high=_fmt(m["vmax"][c]), caption=f"channel {c}: its own min to max")
-    panels.append(Panel(f"feature map {c} ({h}x{w})", plane, legend))
+    norm, cmap = snap["norm"], snap["cmap"]
+    cmp = snap.get("compare_data")
+    if cmp:
+        b, d = codec.unpack(cmp["map"]), codec.unpack(cmp["map_diff"])
+        scale = render.shared_scale((m["vmin"], m["vmax"]), (b["vmin"], b["vmax"]))
+        labels = snap["labels"]
+        dn = diff_norm(norm)
+        return panels + [
+            _plane_panel(m, c, norm, cmap, width // 3, f"{labels[snap['image_index']]}: map {c}", "both images", scale),
+            _plane_panel(b, c, norm, cmap, width // 3, f"{labels[snap['compare']]}: map {c}", "both images", scale),
+            _plane_panel(d, c, dn, "bwr", width // 3, "difference", "first - second"),
+        ]
+    panels.append(_plane_panel(m, c, norm, cmap, width // 3, f"feature map {c}", f"channel {c}"))
+    table = render.colour_tables(m["vmin"], m["vmax"], norm, cmap, [c])[0]
     inp = snap["input"]
     over = np.asarray(Image.fromarray(render.plane_image(m["codes"][0], table, 1)).resize((inp.shape[1], inp.shape[0]), Image.NEAREST))
     mixed = (inp.astype(np.float64) * 0.4 + over.astype(np.float64) * 0.6 + 0.5).astype(np.uint8)
-    panels.append(Panel("input + map (60%)", mixed, legend))
+    panels.append(Panel("input + map (60%)", mixed, panels[-1].legend))
     return panels
+
+
+def _filter_panel(snap: dict, c: int, norm: str, cmap: str, width: int) -> Panel:
+    """One filter enlarged: a first layer's colour composite and its kernels, else its kernels
+    on a near-square grid."""
+    p = codec.unpack(snap["filters"])
+    w = p["codes"][c - p["first"]]  # (I, kh, kw)
+    gap = render.hex_rgb(rules.CMAPS[cmap][2])
+    table = render.colour_tables(p["vmin"], p["vmax"], norm, cmap, [c])[0]
+    kernels = table[w]  # (I, kh, kw, 3)
+    if w.shape[0] == 3 and not p["depthwise"]:
+        rgb = render.composite(w[None], p["vmin"][[c]], p["vmax"][[c]], p["bgr"])
+        kernels = np.concatenate([rgb, kernels])
+    n = len(kernels)
+    cols = 4 if n == 4 else int(np.ceil(np.sqrt(n)))
+    layout = render.grid_layout(n, w.shape[1], w.shape[2], max(width, 160), cols=cols)
+    legend = legend_for(norm, cmap, p["vmin"], p["vmax"], "filters")
+    what = "colour composite, then its 3 input kernels" if n == 4 and w.shape[0] == 3 else f"{n} input kernels"
+    return Panel(f"filter {c}: {what}", render.draw_grid(kernels, None, layout, gap), legend)
 
 
 def _compose(title: str, panels: list[Panel], width: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
@@ -172,7 +241,7 @@ def save_png(snap: dict, path: str | Path, *, width: int = 900) -> Path:
     """Write the view described by ``snap`` (from the widget) to ``path``; return the path."""
     info = snap["info"]
     if snap["view"] == "maps":
-        panels, what = [_maps_panel(snap, width)], "feature maps"
+        panels, what = _maps_panels(snap, width), "feature maps"
     elif snap["view"] == "filters":
         O = info.weight_shape[0]
         rows = _page_items(O, snap["page"], snap["page_size"])

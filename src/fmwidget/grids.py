@@ -23,7 +23,7 @@ import torch
 from . import codec, codes, rules
 from .capture import Capture, LayerInfo
 
-__all__ = ["block", "cam_payload", "filters_payload", "gbp_payload", "layout", "map_payload", "maps_payload", "nbytes"]
+__all__ = ["cam_payload", "filters_payload", "gbp_payload", "layout", "map_payload", "maps_payload", "nbytes"]
 
 
 def layout(info: LayerInfo) -> dict:
@@ -55,33 +55,27 @@ def _prod(shape) -> int:
     return n
 
 
-def block(count: int, whole: bool, page: int, page_size: int) -> slice:
-    """The items one answer carries: all ``count`` of them, or page ``page`` of ``page_size``.
-
-    >>> block(100, False, 1, 64)
-    slice(64, 100, None)
-    """
-    if whole:
-        return slice(0, count)
-    return slice(page * page_size, min(count, (page + 1) * page_size))
-
-
 def nbytes(info: LayerInfo) -> int:
     """Bytes of codes of the layer's whole maps grid and filters."""
     th, tw = layout(info)["tile"]
     return info.out_shape[0] * th * tw + (_prod(info.weight_shape) if info.weight_shape else 0)
 
 
-def maps_payload(cap: Capture, info: LayerInfo, version: int, page: int, page_size: int, *, whole: bool = False) -> dict:
-    """The grid of the layer's maps (whole, or the page shown): kind ``"maps"``.
+def _select(c: codes.Codes, items) -> tuple[torch.Tensor, dict]:
+    """The codes of ``items`` (a range, or a list of channels) and how the payload names them."""
+    if isinstance(items, range):
+        return c.codes[items.start : items.stop], {"first": items.start}
+    index = torch.as_tensor(list(items), dtype=torch.long)
+    return c.codes.index_select(0, index), {"first": int(index[0]) if len(index) else 0, "items": [int(i) for i in index]}
 
-    ``whole`` sends every channel whatever the cap (the HTML export).
-    """
+
+def maps_payload(cap: Capture, info: LayerInfo, version: int, items) -> dict:
+    """The grid of the layer's maps for ``items`` (a range or a list of channels): kind ``"maps"``."""
     lay = layout(info)
     c = cap.codes(info.name)
-    items = block(info.out_shape[0], whole or lay["maps_whole"], page, page_size)
-    tiles = codes.shrink(c.codes[items], lay["scale"], finite=c.finite)
-    return codec.payload("maps", info.name, version, tiles.numpy(), c, first=items.start, scale=lay["scale"])
+    picked, where = _select(c, items)
+    tiles = codes.shrink(picked, lay["scale"], finite=c.finite)
+    return codec.payload("maps", info.name, version, tiles.numpy(), c, scale=lay["scale"], **where)
 
 
 def map_payload(cap: Capture, info: LayerInfo, version: int, channel: int) -> dict:
@@ -90,19 +84,15 @@ def map_payload(cap: Capture, info: LayerInfo, version: int, channel: int) -> di
     return codec.payload("map", info.name, version, c.codes[channel : channel + 1].numpy(), c, first=channel)
 
 
-def filters_payload(
-    weight: torch.Tensor, info: LayerInfo, version: int, page: int, page_size: int, *, bgr: bool = False,
-    whole: bool = False,
-) -> dict:
-    """The layer's conv filters (whole, or the page of output filters shown): kind ``"filters"``.
+def filters_payload(weight: torch.Tensor, info: LayerInfo, version: int, items: range, *, bgr: bool = False) -> dict:
+    """The layer's conv filters ``items`` (a range of output filters): kind ``"filters"``.
 
     ``bgr`` says the model's input channels are B, G, R (Caffe), for a first layer's colour
     composite.
     """
     c = codes.encode(weight)
-    items = block(weight.shape[0], whole or layout(info)["filters_whole"], page, page_size)
     return codec.payload(
-        "filters", info.name, version, c.codes[items].numpy(), c, first=items.start,
+        "filters", info.name, version, c.codes[items.start : items.stop].numpy(), c, first=items.start,
         depthwise=info.depthwise, bgr=bool(bgr),
     )
 

@@ -6,7 +6,8 @@ Colours
     colour. The code's value ``v = vmin + q * (vmax - vmin) / 254`` becomes a position ``t``
     along the colormap, in float64 in the same operation order as the browser:
 
-    ``channel``            ``t = q / 254`` (each item from its own min to max)
+    ``channel``            ``t = q / 254`` (each item from its own min to max; with a shared
+                           scale ``(v - slo) / (shi - slo)``)
     ``channel_symmetric``  ``t = 0.5 + v / (2 m)``, ``m = max(|vmin|, |vmax|)`` of the item
     ``layer``              ``t = (v - L0) / (L1 - L0)``, the layer's min and max
     ``symmetric``          ``t = 0.5 + v / (2 M)``, ``M`` the layer's largest ``|value|``
@@ -27,7 +28,7 @@ import numpy as np
 from . import rules
 from .codes import LEVELS, NAN_CODE
 
-__all__ = ["colour_tables", "composite", "draw_grid", "gbp_image", "grid_layout", "hex_rgb", "layer_stats", "plane_image"]
+__all__ = ["colour_tables", "shared_scale", "composite", "draw_grid", "gbp_image", "grid_layout", "hex_rgb", "layer_stats", "plane_image"]
 
 MIN_TILE_PX = 48
 MAX_ZOOM = 8
@@ -49,27 +50,35 @@ def layer_stats(vmin: np.ndarray, vmax: np.ndarray) -> tuple[float, float, float
     return low, high, max(abs(low), abs(high))
 
 
-def colour_tables(vmin: np.ndarray, vmax: np.ndarray, norm: str, cmap: str, items: np.ndarray | None = None) -> np.ndarray:
+def colour_tables(
+    vmin: np.ndarray, vmax: np.ndarray, norm: str, cmap: str, items: np.ndarray | None = None,
+    scale: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """(n, 256, 3) uint8: for each item, its code's colour (see the module docstring).
 
     ``vmin`` and ``vmax`` hold every item of the layer (the layer-wide norms need all);
-    ``items`` picks the ones to build (default all).
+    ``items`` picks the ones to build (default all). ``scale``, a pair like ``(vmin, vmax)``,
+    normalises with other ranges than the codes' own: two images compared on one scale.
+    With it, ``channel`` is ``t = (v - slo) / (shi - slo)`` (0 when ``shi <= slo``).
     """
     lut = rules.lut(cmap)
     idx = np.arange(len(vmin)) if items is None else np.asarray(items)
     lo = vmin[idx].astype(np.float64)[:, None]
     hi = vmax[idx].astype(np.float64)[:, None]
+    slo, shi = (lo, hi) if scale is None else (scale[0][idx].astype(np.float64)[:, None], scale[1][idx].astype(np.float64)[:, None])
     q = np.arange(LEVELS + 1, dtype=np.float64)[None, :]
     step = (hi - lo) / LEVELS
     v = lo + q * step
     with np.errstate(invalid="ignore", divide="ignore"):
-        if norm == "channel":
+        if norm == "channel" and scale is None:
             t = np.broadcast_to(q / LEVELS, v.shape)
+        elif norm == "channel":
+            t = np.where(shi > slo, (v - slo) / (shi - slo), 0.0)
         elif norm == "channel_symmetric":
-            m = np.maximum(np.abs(lo), np.abs(hi))
+            m = np.maximum(np.abs(slo), np.abs(shi))
             t = np.where(m > 0, 0.5 + v / (2 * m), 0.5)
         else:
-            low, high, big = layer_stats(vmin, vmax)
+            low, high, big = layer_stats(*(scale if scale is not None else (vmin, vmax)))
             if norm == "layer":
                 t = (v - low) / (high - low) if high > low else np.zeros_like(v)
             else:
@@ -81,6 +90,11 @@ def colour_tables(vmin: np.ndarray, vmax: np.ndarray, norm: str, cmap: str, item
     tables[:, : LEVELS + 1] = lut[index]
     tables[:, NAN_CODE] = hex_rgb(rules.NAN_COLOR)
     return tables
+
+
+def shared_scale(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One scale for two images' ranges: per item, the lower minimum and the higher maximum."""
+    return np.fmin(a[0], b[0]), np.fmax(a[1], b[1])
 
 
 def grid_layout(n: int, th: int, tw: int, avail: int, *, cols: int | None = None, gap: int = GAP) -> dict:
@@ -120,6 +134,10 @@ def draw_grid(tiles: np.ndarray, tables: np.ndarray, layout: dict, gap_rgb: np.n
     else:
         rgb = tiles
     big = rgb.repeat(z, axis=1).repeat(z, axis=2)
+    first_empty = n % cols
+    if first_empty:  # the cells after the last tile are background, as in the browser
+        y = gap + (n // cols) * (th * z + gap) - gap
+        out[y:, gap + first_empty * (tw * z + gap) - gap :] = 255
     for i in range(n):
         row, col = divmod(i, cols)
         y, x = gap + row * (th * z + gap), gap + col * (tw * z + gap)

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import codec
 from .codes import LEVELS, MAX_TILE, NAN_CODE
+from .loading import MAX_DOWNLOAD_BYTES as MAX_UPLOAD_BYTES
 
 __all__ = [
     "CMAPS",
@@ -52,6 +53,14 @@ AUTO = {
     "filters": ("channel_symmetric", "bwr"),
     "side": ("channel", "viridis"),
 }
+RANKINGS = {
+    "channel": "channel number",
+    "mean": "mean activation",
+    "max": "max activation",
+    "active": "fraction above zero",
+    "contribution": "contribution to the top class",
+}
+"""The orders the widget's "Sort by" offers ("channel" is the plain order; :mod:`fmwidget.insight`)."""
 PAGE_SIZES = (16, 32, 64, 128, 256)
 IN_PAGE = 32
 """Input channels per page in the filters view."""
@@ -98,6 +107,8 @@ def config() -> dict:
         "cmaps": cmaps,
         "cam_cmap": {"name": CAM_CMAP[0], "lut": codec.pack(lut(CAM_CMAP[0]))},
         "auto": {view: {"norm": n, "cmap": c} for view, (n, c) in AUTO.items()},
+        "rankings": [{"name": k, "label": v} for k, v in RANKINGS.items()],
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
         "page_sizes": list(PAGE_SIZES),
         "in_page": IN_PAGE,
         "levels": LEVELS,
