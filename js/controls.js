@@ -141,7 +141,7 @@ export function createControls(ctx) {
     size.el.value = String(model.get("page_size"));
     size.label.hidden = view === "side";
     sort.el.value = model.get("sort");
-    sort.label.hidden = view !== "maps";
+    sort.label.hidden = view !== "maps" || !!rules.offline;
   }
 
   ctx.on("_layers _config layer channel view norm cmap page_size sort", update);

@@ -70,6 +70,7 @@ export function createImages(ctx, root) {
             h("img", { src: image.thumb, alt: "", draggable: "false" }),
             h("span", { class: "fmw-thumb-label" }, image.label),
           );
+          button.disabled = !!store.rules.offline && image.index !== current; // only its grids are saved
           button.addEventListener("click", () => ctx.request({ image_index: image.index })); // dies with the button
           return button;
         }),
@@ -87,7 +88,7 @@ export function createImages(ctx, root) {
       compare.replaceChildren(...options.map(([value, text]) => h("option", { value: String(value) }, text)));
     }
     compare.value = String(model.get("compare") === current ? -1 : model.get("compare"));
-    compareBox.hidden = images.length < 2;
+    compareBox.hidden = images.length < 2 || !!store.rules.offline;
     show(strip, images.length > 1);
     show(add, !store.rules.offline);
     if (message.textContent.startsWith("Sending")) setText(message, "");

@@ -25,10 +25,11 @@ from fmwidget import FeatureMapExplorer as _FME
 _widgets = [v for v in list(globals().values()) if isinstance(v, _FME)]
 assert _widgets, "the notebook made no FeatureMapExplorer"
 for _w in _widgets:
-    assert _w._error == "", (_w.layer, _w.view, _w._error)
-    assert _w._status == "ready", (_w.layer, _w._status)
-    _picture = _w._side.get("map", {}).get("url", "") if _w.view == "side" else _w._grid
-    assert _picture.startswith("data:image/png;base64,"), (_w.layer, _w.view)
+    _s = _w.get_state()  # what the browser gets
+    assert _s["_error"] == "", (_w.layer, _w.view, _s["_error"])
+    assert _s["_status"] == "ready", (_w.layer, _s["_status"])
+    _answer = _s[{"maps": "_maps", "filters": "_filters", "side": "_map"}[_w.view]]
+    assert _answer.get("layer") == _w.layer and _answer.get("codes"), (_w.layer, _w.view)
     assert _w.layer in _w.layer_names
 print(len(_widgets), "widgets ready")
 """

@@ -1,8 +1,9 @@
 """Reliability of the widget as a user meets it: every failure is a clear, deliberate error,
 the user's model is left exactly as it was, and the widget keeps its state and stays usable.
 
-Lower-level checks of the same refusals live in test_images.py, test_capture.py,
-test_models.py and test_attribution.py; here everything goes through ``FeatureMapExplorer``.
+Lower-level checks of the same refusals live in test_loading.py, test_capture.py,
+test_models.py and test_attribution.py; here everything goes through ``FeatureMapExplorer``,
+and the browser's side goes through the widget's comm (tests/_support.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import copy
 import gc
 import socket
 import struct
+import threading
 import weakref
 import zlib
 
@@ -18,20 +20,34 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from _support import TinyCNN, assert_untouched, hooks_of, snapshot
+from _support import (
+    TinyCNN,
+    assert_untouched,
+    browser_state,
+    error,
+    hooks_of,
+    keys_sent,
+    layer_info,
+    message_from_browser,
+    one_thread,  # noqa: F401  (an autouse fixture)
+    payload,
+    send_from_browser,
+    sent_to_browser,
+    shown,
+    snapshot,
+    status,
+)
 from torch import nn
 from traitlets import TraitError
 
 from fmwidget import FeatureMapExplorer, loading
 
-PUBLIC = ("layer", "channel", "view", "norm", "cmap", "page", "page_size", "in_page")
 # Error types a user may see. Never AttributeError, IndexError, KeyError, ZeroDivisionError,
 # a bare RuntimeError from torch, or a PIL error.
 DELIBERATE = (TypeError, ValueError, FileNotFoundError, ConnectionError, TraitError)
 
 
-@pytest.fixture
-def model():
+def _training_tiny() -> TinyCNN:
     """The tiny model in training mode, with one frozen layer and existing gradients: all of
     this must come back exactly as it was."""
     torch.manual_seed(0)
@@ -43,6 +59,11 @@ def model():
     return m
 
 
+@pytest.fixture
+def model():
+    return _training_tiny()
+
+
 def untouched(model: nn.Module, before: dict) -> None:
     """``assert_untouched`` plus the values of existing ``.grad`` tensors."""
     assert_untouched(model, before)
@@ -50,9 +71,8 @@ def untouched(model: nn.Module, before: dict) -> None:
 
 
 def state(w: FeatureMapExplorer) -> dict:
-    """The public state and what the browser shows."""
-    return {**{k: getattr(w, k) for k in PUBLIC}, "grid": w._grid, "meta": w._grid_meta,
-            "side": w._side, "input": w._input_png, "attrib": w._attrib, "layers": w._layers}
+    """The public state and everything the browser holds."""
+    return shown(w)
 
 
 def expect(exc, call, *words):
@@ -125,7 +145,7 @@ def test_bad_image_in_set_image_keeps_the_widget(model, tiny_input, tmp_path, ca
         expect(exc, lambda: w.set_image(img), *words)
         assert state(w) == kept and torch.equal(w.input_tensor, x)
         w.layer = "dw"  # still usable
-        assert w._grid_meta["layer"] == "dw" and w._error == ""
+        assert payload(w, "_maps")["layer"] == "dw" and error(w) == ""
         with torch.no_grad():
             ref = model.dw(torch.relu(model.conv1(tiny_input)))[0]
         assert torch.allclose(w.activation("dw"), ref, atol=1e-6)
@@ -163,7 +183,7 @@ def test_huge_photo_is_resized_not_refused(model):
     photo = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)  # 12 MP
     before = snapshot(model)
     with FeatureMapExplorer(model, photo) as w:
-        assert w.input_tensor.shape == (1, 3, 224, 224) and w._header["input_size"] == [224, 224]
+        assert w.input_tensor.shape == (1, 3, 224, 224) and browser_state(w)["_header"]["input_size"] == [224, 224]
     untouched(model, before)
 
 
@@ -222,8 +242,10 @@ def test_model_that_fails_only_with_gradients_reports_attribution_errors(model, 
         expect(ValueError, lambda: w.guided_backprop("dw", 0), "model", "ZeroDivisionError", "gradients")
         expect(ValueError, lambda: w.grad_cam("dw"), "model", "ZeroDivisionError")
         kept = state(w)
-        w._on_custom_msg(w, {"type": "grad_cam", "target": None}, [])
-        assert "ZeroDivisionError" in w._error and state(w) == kept and w._status == "ready"
+        message_from_browser(w, {"type": "grad_cam", "target": None})
+        assert "ZeroDivisionError" in error(w) and state(w) == kept and status(w) == "ready"
+        message_from_browser(w, {"type": "guided_backprop"})
+        assert "gradients" in error(w) and state(w) == kept and status(w) == "ready"
     assert_untouched(net, before)
 
 
@@ -239,10 +261,9 @@ def test_training_mode_model_comes_back_in_training_mode(tiny_input):
     with FeatureMapExplorer(net, tiny_input) as w:
         first = w.activation("4")
         w.layer, w.view = "4", "side"
-        w._on_custom_msg(w, {"type": "guided_backprop"}, [])
-        w._on_custom_msg(w, {"type": "grad_cam", "target": 2}, [])
-        w._on_custom_msg(w, {"type": "predictions"}, [])
-        assert w._error == "" and set(w._attrib) == {"gbp", "cam", "predictions"}
+        message_from_browser(w, {"type": "guided_backprop"})
+        message_from_browser(w, {"type": "grad_cam", "target": 2})
+        assert error(w) == "" and {"gbp", "cam"} <= set(browser_state(w)["_attrib"])
         w.set_image(tiny_input.flip(-1))
         w.set_image(tiny_input)
         # eval mode inside: dropout off and BatchNorm's running statistics not updated
@@ -281,7 +302,7 @@ def test_stateless_model_refuses_the_meta_device(tiny_input):
 def test_cpu_device_logic(model, tiny_input, device):
     before = snapshot(model)
     with FeatureMapExplorer(model, tiny_input, device=device) as w:
-        assert w._header["device"] == "cpu"
+        assert browser_state(w)["_header"]["device"] == "cpu"
         assert w.activation("dw").device.type == "cpu"
         assert w.guided_backprop("dw", 1).device.type == "cpu"
     untouched(model, before)
@@ -301,7 +322,13 @@ def test_models_in_other_precisions_work(tiny_model, tiny_input, dtype):
         act = w.activation("dw")
         assert act.dtype == torch.float32 and torch.allclose(act, ref.detach(), atol=0.05, rtol=0.05)
         w.layer, w.view = "grouped", "filters"
-        assert w._grid_meta["layer"] == "grouped" and w._error == ""
+        assert payload(w, "_filters")["layer"] == "grouped" and error(w) == ""
+        w.view = "side"
+        assert payload(w, "_map")["layer"] == "grouped" and error(w) == ""
+        # the codes are those of the model's own precision, read back as float32
+        flt = payload(w, "_filters")
+        ref_w = net.grouped.weight.detach().float().reshape(16, -1)
+        assert flt["vmin"].tobytes() == ref_w.amin(1).numpy().tobytes()
     assert_untouched(net, before)
 
 
@@ -324,14 +351,16 @@ def test_models_with_tuple_or_dict_output(tiny_input, cls):
     with FeatureMapExplorer(net, tiny_input) as w:
         assert w.layer_names == ["conv1", "dw", "grouped"]
         w.layer = "grouped"
-        assert w._grid_meta["layer"] == "grouped"
+        assert payload(w, "_maps")["layer"] == "grouped"
         assert w.guided_backprop("grouped", 3).shape == (3, 32, 32)  # needs no class scores
+        header = browser_state(w)["_header"]
+        assert header["predictions"] == [] and "not a vector of class scores" in header["predictions_note"]
         expect(TypeError, lambda: w.predictions(), "output", cls.__name__[:-3].lower(), "wrap the model")
         expect(TypeError, lambda: w.grad_cam("dw"), "output", "logits")
         kept = state(w)
-        for msg in ({"type": "predictions"}, {"type": "grad_cam", "target": None}, {"type": "grad_cam", "target": 1}):
-            w._on_custom_msg(w, msg, [])
-            assert "wrap the model" in w._error and state(w) == kept and w._status == "ready"
+        for msg in ({"type": "grad_cam", "target": None}, {"type": "grad_cam", "target": 1}):
+            message_from_browser(w, msg)
+            assert "wrap the model" in error(w) and state(w) == kept and status(w) == "ready"
     assert_untouched(net, before)
 
 
@@ -354,16 +383,23 @@ def w_all(model, tiny_input):
         ("layer", "conv", ["layer='conv'", "did you mean 'conv1'"]),
         ("layer", "features.0", ["layer='features.0'", "offered layers"]),
         ("layer", 3, ["'layer' trait", "expected a unicode string", "int 3"]),
+        ("layer", None, ["'layer' trait", "None"]),
         ("channel", 8, ["channel=8 is out of range", "0 to 7"]),
         ("channel", -1, ["channel=-1 is out of range", "0 to 7"]),
         ("channel", 2**53, ["out of range"]),
+        ("channel", 10**40, ["channel=<133-bit int> is out of range"]),
         ("channel", 2.5, ["'channel' trait", "expected an int", "float 2.5"]),
+        ("channel", "3", ["'channel' trait", "expected an int"]),
         ("channel", True, ["channel must be an int", "bool"]),
         ("view", "3d", ["view='3d'", "choose one of 'maps', 'filters', 'side'"]),
         ("norm", None, ["norm", "None"]),
+        ("norm", "log", ["norm='log' is not allowed", "'channel_symmetric'"]),
+        ("cmap", "jet", ["cmap='jet' is not allowed", "'viridis'"]),
         ("page", 1, ["page=1 is out of range", "0 to 0"]),
+        ("page", False, ["page must be an int", "bool"]),
         ("in_page", -1, ["in_page=-1 is out of range"]),
         ("page_size", 10, ["page_size=10 is not allowed", "16, 32, 64, 128, 256"]),
+        ("page_size", 64.5, ["'page_size' trait", "expected an int"]),
     ],
 )
 def test_invalid_state_gets_the_same_answer_from_python_and_the_browser(w_all, key, value, words):
@@ -373,26 +409,73 @@ def test_invalid_state_gets_the_same_answer_from_python_and_the_browser(w_all, k
     python_says = str(info.value)
     for word in words:
         assert word.lower() in python_says.lower(), (word, python_says)
-    assert state(w_all) == kept and w_all._error == ""
-    w_all.set_state({key: value})
-    assert python_says in w_all._error and w_all._error.startswith("Refused from the browser")
+    assert state(w_all) == kept and error(w_all) == ""
+    send_from_browser(w_all, {key: value})
+    assert python_says in error(w_all) and error(w_all).startswith("Refused from the browser")
     assert state(w_all) == kept
-    w_all._on_custom_msg(w_all, {"type": "clear_error"}, [])
+    message_from_browser(w_all, {"type": "clear_error"})
+    assert error(w_all) == ""
     w_all.channel = 4  # still usable
-    assert w_all._grid_meta["layer"] == "dw" and w_all._error == ""
+    assert payload(w_all, "_maps")["layer"] == "dw" and error(w_all) == ""
+
+
+def test_a_refused_browser_value_is_sent_back(w_all):
+    """The browser shows its own value until Python says otherwise: a refused field is re-sent."""
+    with sent_to_browser(w_all) as sent:
+        send_from_browser(w_all, channel=99, layer="nope", norm="layer")
+    assert w_all.norm == "layer" and (w_all.layer, w_all.channel) == ("dw", 3)
+    assert {"channel", "layer"} <= keys_sent(sent) and "_error" in keys_sent(sent)
+    assert "channel=99" in error(w_all) and "layer='nope'" in error(w_all)
+    send_from_browser(w_all, channel=2)  # a valid update clears a refusal's message
+    assert error(w_all) == "" and w_all.channel == 2
+
+
+@pytest.mark.parametrize("key", ["_maps", "_filters", "_map", "_config", "_layers", "_header", "_error", "_attrib",
+                                 "_input_png", "_status", "_esm", "layout"])
+def test_the_browser_may_not_set_python_traits(w_all, key):
+    kept = state(w_all)
+    forged = {"_input_png": "data:evil", "_error": "", "_status": "busy", "_esm": "alert(1)"}.get(key, {"forged": True})
+    send_from_browser(w_all, {key: forged, "channel": 5})
+    assert f"may not set {key!r}" in error(w_all)
+    assert browser_state(w_all)[key] != forged
+    assert w_all.channel == 5  # the valid field of the same update is applied
+    assert state(w_all) == {**kept, "channel": 5}
+
+
+def test_unknown_and_malformed_browser_updates(w_all):
+    kept = state(w_all)
+    send_from_browser(w_all, {"colour": "red"})
+    assert "unknown field 'colour' ignored" in error(w_all) and state(w_all) == kept
+    send_from_browser(w_all, {"x" * 1000: 1})
+    assert len(error(w_all)) < 600 and state(w_all) == kept
+    for update in ([1, 2], "layer", None, 3):
+        send_from_browser(w_all, update)
+        assert "not an object" in error(w_all) and state(w_all) == kept
 
 
 def test_filters_view_of_a_layer_without_weights(w_all):
-    for set_view in (lambda: setattr(w_all, "view", "filters"), lambda: w_all.set_state({"view": "filters"})):
+    for set_view in (lambda: setattr(w_all, "view", "filters"), lambda: send_from_browser(w_all, view="filters")):
         w_all.layer = "relu"
-        kept = w_all._grid
+        kept = browser_state(w_all)["_maps"]
         set_view()
-        assert w_all.view == "maps" and "'relu' (ReLU) has no filters" in w_all._error
-        assert w_all._grid == kept and w_all._grid_meta["layer"] == "relu"
-        w_all._error = ""
+        assert w_all.view == "maps" and "'relu' (ReLU) has no filters" in error(w_all)
+        assert browser_state(w_all)["_maps"] is kept and payload(w_all, "_maps")["layer"] == "relu"
+        message_from_browser(w_all, {"type": "clear_error"})
+    assert layer_info(w_all, "relu")["weight_shape"] is None
     w_all.layer, w_all.view = "dw", "filters"  # a conv layer: the filters view works
-    w_all.set_state({"layer": "pool"})  # the browser moves to a layer without weights
-    assert w_all.layer == "pool" and w_all.view == "maps" and "has no filters" in w_all._error
+    send_from_browser(w_all, layer="pool")  # the browser moves to a layer without weights
+    assert w_all.layer == "pool" and w_all.view == "maps" and "has no filters" in error(w_all)
+    assert payload(w_all, "_maps")["layer"] == "pool"
+    w_all.view = "side"  # the side view of a layer without weights: the map and the input
+    assert payload(w_all, "_map")["layer"] == "pool" and browser_state(w_all)["_input_png"]
+    assert payload(w_all, "_filters")["layer"] != "pool"
+
+
+def test_the_reason_for_a_view_falling_back_survives_another_refusal(w_all):
+    send_from_browser(w_all, layer="pool", view="filters", channel=99)
+    assert w_all.view == "maps" and w_all.layer == "pool"
+    assert "channel=99" in error(w_all)
+    assert "filters" in error(w_all)  # why the view is not the one asked for
 
 
 @pytest.mark.parametrize(
@@ -412,12 +495,18 @@ def test_filters_view_of_a_layer_without_weights(w_all):
         (lambda w: w.grad_cam("dw", 10), ValueError, ["target=10 is out of range", "0 to 9"]),
         (lambda w: w.grad_cam("dw", [1]), TypeError, ["target must be an int"]),
         (lambda w: w.predictions(0), ValueError, ["k must be at least 1"]),
+        (lambda w: w.save_png(3), TypeError, ["path must be a file name"]),
+        (lambda w: w.save_png("view.gif"), ValueError, ["should end in .png"]),
+        (lambda w: w.save_png("view.png", width=10), ValueError, ["width must be an int from 64 to 16384"]),
+        (lambda w: w.to_html("page.txt"), ValueError, ["should end in .html"]),
+        (lambda w: w.to_html("page.html", layers=["nope"]), ValueError, ["layers: 'nope'"]),
+        (lambda w: w.set_image(None), TypeError, ["img is None"]),
     ],
 )
 def test_public_methods_refuse_bad_arguments_and_keep_state(w_all, call, exc, words):
     kept = state(w_all)
     expect(exc, lambda: call(w_all), *words)
-    assert state(w_all) == kept and w_all._error == ""
+    assert state(w_all) == kept and error(w_all) == ""
 
 
 @pytest.mark.parametrize(
@@ -427,48 +516,61 @@ def test_public_methods_refuse_bad_arguments_and_keep_state(w_all, call, exc, wo
         ({"type": "grad_cam", "target": -1}, ["target=-1 is out of range"]),
         ({"type": "grad_cam", "target": "cat"}, ["target must be an int"]),
         ({"type": "grad_cam", "target": 1.0}, ["target must be an int"]),
+        ({"type": "grad_cam", "target": True}, ["target must be an int"]),
+        ({"type": "grad_cam", "target": 10**40}, ["target=<133-bit int> is out of range"]),
         ({"type": "teleport"}, ["unknown message 'teleport'", "guided_backprop"]),
+        ({"type": None}, ["unknown message 'None'"]),
         ({}, ["unknown message"]),
         (["guided_backprop"], ["unknown message 'list'"]),
-        ("predictions", ["unknown message 'str'"]),
+        ("guided_backprop", ["unknown message 'str'"]),
+        ({"type": "predictions"}, ["unknown message 'predictions'"]),
+        ({"type": "add_image"}, ["0 files' bytes", "one image at a time"]),
+        ({"type": "open_top", "rank": 0}, ["rank=0 is out of range"]),
+        ({"type": "open_top", "rank": "first"}, ["rank must be an int"]),
+        (None, ["unknown message 'NoneType'"]),
     ],
 )
 def test_bad_custom_messages_set_error_and_keep_state(w_all, content, words):
-    w_all._on_custom_msg(w_all, {"type": "predictions"}, [])
+    message_from_browser(w_all, {"type": "guided_backprop"})
     kept = state(w_all)
-    w_all._on_custom_msg(w_all, content, [])
+    message_from_browser(w_all, content)
     for word in words:
-        assert word.lower() in w_all._error.lower(), (word, w_all._error)
-    assert state(w_all) == kept and w_all._status == "ready"
+        assert word.lower() in error(w_all).lower(), (word, error(w_all))
+    assert state(w_all) == kept and status(w_all) == "ready"
+    message_from_browser(w_all, {"type": "clear_error"})
+    assert error(w_all) == "" and state(w_all) == kept
 
 
 def test_guided_backprop_follows_the_valid_channel_only(w_all):
     """A channel out of range from the browser is refused, so guided backprop never sees it."""
-    w_all.set_state({"channel": 8})
-    assert w_all.channel == 3 and "out of range" in w_all._error
-    w_all._on_custom_msg(w_all, {"type": "guided_backprop", "channel": 8}, [])
-    gbp = w_all._attrib["gbp"]
-    assert (gbp["layer"], gbp["channel"]) == ("dw", 3) and w_all._status == "ready"
+    send_from_browser(w_all, channel=8)
+    assert w_all.channel == 3 and "out of range" in error(w_all)
+    message_from_browser(w_all, {"type": "guided_backprop", "channel": 8})
+    gbp = browser_state(w_all)["_attrib"]["gbp"]
+    assert (gbp["layer"], gbp["channel"]) == ("dw", 3) and status(w_all) == "ready"
 
 
-def test_closed_widget_says_so(model, tiny_input):
+def test_closed_widget_says_so(model, tiny_input, tmp_path):
     before = snapshot(model)
     w = FeatureMapExplorer(model, tiny_input)
     w.close()
     w.close()  # twice is fine
     for call in (lambda: w.activation("dw"), lambda: w.predictions(), lambda: w.set_image(tiny_input),
-                 lambda: w.layer_names):
+                 lambda: w.layer_names, lambda: w.filters("dw"), lambda: w.guided_backprop("dw", 0),
+                 lambda: w.grad_cam("dw"), lambda: w.save_png(tmp_path / "x.png"),
+                 lambda: w.to_html(tmp_path / "x.html"), lambda: w.to_numpy()):
         expect(ValueError, call, "closed", "create a new one")
     expect(TraitError, lambda: setattr(w, "layer", "dw"), "closed")
-    w.set_state({"layer": "dw"})
-    assert "closed" in w._error and w.layer == "conv1"
+    send_from_browser(w, layer="dw")  # (no comm any more: the public set_state)
+    assert "closed" in error(w) and w.layer == "conv1"
+    assert not list(tmp_path.iterdir())
     untouched(model, before)
 
 
 # --------------------------------------------------------------------------------- resources
 
-class WideCNN(nn.Module):
-    """Big enough pictures (64-128 channels, pages) to make a leak visible, fast enough for 1000 steps."""
+class StepCNN(nn.Module):
+    """Big enough answers (64-128 channels, pages) to make a leak visible, fast enough for 1000 steps."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -489,67 +591,67 @@ def _rss() -> int:
 @pytest.mark.timeout(300)
 def test_thousand_switches_keep_memory_flat():
     torch.manual_seed(0)
-    model = WideCNN().eval()
+    model = StepCNN().eval()
     w = FeatureMapExplorer(model, torch.randn(1, 3, 40, 40), page_size=32)
-    bound = 3 * len(w._grid)  # a few pictures: most switches evict and re-render
-    w._cache.max_bytes = bound
     names = w.layer_names
+    counts = {d["name"]: d["out_shape"][0] for d in browser_state(w)["_layers"]}
     rng = np.random.default_rng(0)
 
     def switch(i: int) -> None:
         if i % 2:
-            w.layer = names[int(rng.integers(len(names)))]
+            send_from_browser(w, layer=names[int(rng.integers(len(names)))])
         else:
-            w.channel = int(rng.integers(w._cap.info(w.layer).out_shape[0]))
+            w.channel = int(rng.integers(counts[w.layer]))
         if i % 97 == 0:
-            w.view = "filters" if w.view == "maps" else "maps"
-        assert w._grid_meta["layer"] == w.layer and w.channel in w._grid_meta["channels"]
+            w.view = {"maps": "filters", "filters": "side", "side": "maps"}[w.view]
+        trait = {"maps": "_maps", "filters": "_filters", "side": "_map"}[w.view]
+        p = browser_state(w)[trait]
+        assert p["layer"] == w.layer
+        if w.view == "side":
+            assert p["first"] == w.channel
 
-    for i in range(200):  # warm-up: allocator pools, the prefetch thread, PNG encoder state
+    for i in range(200):  # warm-up: allocator pools, PNG encoder state
         switch(i)
-    w._cache.wait()
     start = _rss()
-    for i in range(1000):
-        switch(i)
-        if i % 50 == 0:
-            w._cache.wait()
-            assert w._cache.nbytes <= bound and len(w._cache) <= w._cache.max_items
-    w._cache.wait()
+    with sent_to_browser(w, values=False) as sent:
+        for i in range(1000):
+            switch(i)
     grown = _rss() - start
     assert grown < 0.05 * start, f"RSS grew by {grown / 2**20:.1f} MiB of {start / 2**20:.0f} MiB"
-    assert w._cache.misses > 200  # the pictures really were rebuilt, not all served from cache
-    assert hooks_of(model) == 0 and w._error == ""
+    answers = [m for m in sent if m["method"] == "update" and {"_maps", "_filters", "_map"} & set(m["state"])]
+    assert len(answers) > 300  # the answers really were rebuilt on the way
+    assert hooks_of(model) == 0 and error(w) == ""
     w.close()
 
 
-
 @pytest.mark.parametrize("how", ["close", "context manager"])
-def test_close_frees_activations_pictures_and_the_widget(model, tiny_input, how):
+def test_close_frees_the_widget_and_leaves_nothing_on_the_model(tiny_input, how):
+    model = _training_tiny()
     before = snapshot(model)
     w = FeatureMapExplorer(model, tiny_input)
-    cap = w._cap
     w.layer, w.view = "grouped", "filters"
-    w._on_custom_msg(w, {"type": "guided_backprop"}, [])
-    w._on_custom_msg(w, {"type": "predictions"}, [])
+    message_from_browser(w, {"type": "guided_backprop"})
+    message_from_browser(w, {"type": "grad_cam", "target": 3})
     w.grad_cam("dw")
-    w._cache.wait()
-    assert cap.nbytes > 0 and len(w._cache) > 0 and w._attrib_cache and hooks_of(model) == 0
-    w.layer = "conv1"  # queues prefetches of its neighbours (the shared prefetch thread)
+    assert error(w) == "" and hooks_of(model) == 0
     if how == "close":
         w.close()
     else:
         with w:
             pass
-    assert cap.nbytes == 0 and cap.output is None
-    assert len(w._cache) == 0 and w._cache.nbytes == 0 and not w._attrib_cache
-    assert not w._cache._inflight and not w._cache._queued, "a prefetch of the closed widget is still on"
-    w._cache.prefetch(["anything"], lambda key: 1 / 0, len)
-    assert not w._cache._queued, "a closed cache queued work"
+    assert w.comm is None
+    with pytest.raises(ValueError, match="closed"):
+        w.activation("dw")
     ref = weakref.ref(w)
     del w
     gc.collect()
     assert ref() is None, "something still holds the closed widget"
     untouched(model, before)
+    # Nothing else holds the model either (no hook, registry or cache of fmwidget's).
+    model_ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert model_ref() is None
 
 
 def test_dropped_widget_is_garbage_collected_with_nothing_left_on_the_model(model, tiny_input):
@@ -557,7 +659,7 @@ def test_dropped_widget_is_garbage_collected_with_nothing_left_on_the_model(mode
     refs = []
     for _ in range(3):
         with FeatureMapExplorer(model, tiny_input) as w:
-            w.layer = "dw"
+            w.layer, w.view = "dw", "side"
             w.guided_backprop("dw", 2)
             refs.append(weakref.ref(w))
         del w
@@ -574,6 +676,21 @@ def test_dropped_widget_is_garbage_collected_with_nothing_left_on_the_model(mode
     untouched(model, before)
 
 
+def test_widgets_start_no_threads(model, tiny_input):
+    """Everything is done when a call returns: no thread outlives a widget, good or failed
+    (a thread left waiting would also keep the interpreter from exiting)."""
+    before = set(threading.enumerate())
+    with FeatureMapExplorer(model, tiny_input) as w:
+        w.layer, w.view = "dw", "side"
+        message_from_browser(w, {"type": "guided_backprop"})
+        w.set_image(tiny_input.flip(-1))
+        assert set(threading.enumerate()) == before
+    for bad in ({"channel": 99}, {"layer": "nope"}, {"norm": "nope"}, {"page_size": 20}):
+        with pytest.raises(TraitError):
+            FeatureMapExplorer(model, tiny_input, **bad)
+    assert set(threading.enumerate()) == before
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_half_model_stays_on_the_gpu_and_its_memory_is_freed(tiny_model, tiny_input):  # pragma: no cover
     net = copy.deepcopy(tiny_model).cuda().half()
@@ -582,12 +699,15 @@ def test_gpu_half_model_stays_on_the_gpu_and_its_memory_is_freed(tiny_model, tin
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
     with FeatureMapExplorer(net, tiny_input) as w:
-        assert w._header["device"].startswith("cuda")
+        assert browser_state(w)["_header"]["device"].startswith("cuda")
         act = w.activation("dw")
         assert act.device.type == "cpu" and act.dtype == torch.float32
         assert w.guided_backprop("dw", 1).device.type == "cpu"
         w.layer = "grouped"
-        assert w._grid_meta["layer"] == "grouped" and w._error == ""
+        assert payload(w, "_maps")["layer"] == "grouped" and error(w) == ""
+        with torch.no_grad():
+            ref = net.grouped(torch.relu(net.dw(torch.relu(net.conv1(tiny_input.cuda().half())))))[0].float().cpu()
+        np.testing.assert_allclose(payload(w, "_maps")["vmax"], ref.reshape(16, -1).amax(1).numpy(), rtol=1e-2, atol=1e-3)
     del w
     gc.collect()
     torch.cuda.synchronize()

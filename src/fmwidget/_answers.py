@@ -43,6 +43,8 @@ class Answers:
             return range(total)
         order = self._order(info) if kind == "maps" else None
         start = self.page * self.page_size
+        if self.view == "side":  # the side view shows the selected channel's filter: its page
+            start = self.channel // self.page_size * self.page_size
         if order:
             return order[start : start + self.page_size]
         return range(start, min(total, start + self.page_size))
@@ -189,10 +191,11 @@ class Answers:
 
     def _images_json(self) -> list[dict]:
         out = []
+        strip = len(self._gallery) > 1  # one image shows no strip: no thumbnail to make
         for i, item in enumerate(self._gallery.items):
-            if item.thumb is None:
+            if strip and item.thumb is None:
                 item.thumb = self._gallery.thumbnail(i)
-            out.append({"index": i, "label": item.label, "thumb": item.thumb, "version": self._gallery.version(i)})
+            out.append({"index": i, "label": item.label, "thumb": item.thumb or "", "version": self._gallery.version(i)})
         return out
 
     def _show_input(self) -> None:

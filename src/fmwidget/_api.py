@@ -276,8 +276,8 @@ class ExplorerAPI:
             width; the picture adds margins).
         """
         target = export.check_path(path, (".png",), "path")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 64:
-            raise ValueError(f"width must be an int of at least 64 pixels, got {width!r}.")
+        if isinstance(width, bool) or not isinstance(width, int) or not 64 <= width <= 16384:
+            raise ValueError(f"width must be an int from 64 to 16384 pixels, got {width!r}.")
         return export.save_png(self._view_snapshot(), target, width=width)
 
     def to_html(self, path: Any, *, layers: Any = None, title: str | None = None) -> pathlib.Path:
@@ -298,7 +298,7 @@ class ExplorerAPI:
         title : str, optional
             The page's title.
         """
-        from ipywidgets.embed import embed_data
+        from ipywidgets.embed import dependency_state, embed_data
 
         target = export.check_path(path, (".html", ".htm"), "path")
         infos = self._capture().layers
@@ -313,7 +313,8 @@ class ExplorerAPI:
                 bundle.append(grids.filters_payload(weight, info, self._version, range(info.weight_shape[0]), bgr=self._bgr))
         self._show_input()  # the side view's overlay
         # drop_defaults=False keeps the class-level _esm and _css in the saved state.
-        embedded = embed_data(views=[self], drop_defaults=False)
+        # state=: this widget and what it needs only, not every widget alive in the kernel
+        embedded = embed_data(views=[self], drop_defaults=False, state=dependency_state([self], drop_defaults=False))
         return export.to_html(embedded, bundle, note, target, title=title or f"fmwidget: {self._model_label}")
 
     def _view_snapshot(self) -> dict:
@@ -360,6 +361,9 @@ class ExplorerAPI:
         self._scan_result = None
         self._cap = None
         super().close()
+        # the comm is closed: these clear Python's copies of the payloads without sending them
+        for name in ("_maps", "_filters", "_map", "_compare", "_attrib", "_top"):
+            self.set_trait(name, {})
 
 
 class _NoPoll:

@@ -37,6 +37,7 @@ class Messages:
                 reasons.append(f"the browser may not set {key!r}")
             elif key not in BROWSER_KEYS:
                 reasons.append(f"unknown field {str(key)[:40]!r} ignored")
+        before = self._error
         with self.hold_sync():
             for key in BROWSER_KEYS:
                 if key not in sync_data:
@@ -52,7 +53,9 @@ class Messages:
                     refused.append(key)
                     reasons.append(checks.clip(str(err)))
             if reasons:
-                self._error = "Refused from the browser: " + "; ".join(reasons)
+                # an answer's own error in this update (e.g. why the view went back) stays said
+                answered = self._error if self._error != before and not self._error.startswith("Refused") else ""
+                self._error = "Refused from the browser: " + "; ".join(reasons) + (f". Also: {answered}" if answered else "")
             elif self._error.startswith("Refused"):
                 self._error = ""
         if refused:

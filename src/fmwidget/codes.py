@@ -82,19 +82,22 @@ def _ranges(flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
     return pair[0].astype(np.float32), pair[1].astype(np.float32), finite
 
 
-def _affine(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float32 ``gain`` and ``base`` with ``code = trunc(value * gain + base)``.
+def _gain(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel float32 ``gain`` with ``code = trunc((value - lo) * gain + 0.5)``, and which
+    channels need float64 arithmetic instead (a range beyond float32, or a gain that is).
 
-    0.5 is folded into ``base``, so the truncating cast rounds to the nearest code; finite
-    values land in [0.5, 254.5] and need no clamp. A constant or undefined channel gets gain 0
-    (every value code 0).
+    The range and the gain are computed in float64: ``hi - lo`` may overflow float32. A
+    constant or undefined channel gets gain 0 (every value code 0). Subtracting ``lo`` first
+    keeps a channel whose range is tiny next to its values exact: ``x * gain + base`` lost the
+    offset there, and codes wrapped past 255.
     """
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        rng = hi - lo
+        rng = hi.astype(np.float64) - lo.astype(np.float64)
         ok = np.isfinite(rng) & (rng > 0)
-        gain = np.where(ok, np.float32(LEVELS) / np.where(ok, rng, 1), 0).astype(np.float32)
-        base = (np.float32(0.5) - np.where(np.isfinite(lo), lo * gain, 0)).astype(np.float32)
-    return gain, base
+        gain64 = np.where(ok, LEVELS / np.where(ok, rng, 1), 0)
+        gain = gain64.astype(np.float32)
+        wide = ok & (~np.isfinite(gain) | ~np.isfinite((hi - lo).astype(np.float32)))
+    return gain, wide
 
 
 def encode(x: torch.Tensor) -> Codes:
@@ -121,15 +124,25 @@ def encode(x: torch.Tensor) -> Codes:
         x = x.float()
     C = x.shape[0]
     flat = x.reshape(C, -1)
-    vmin, vmax, finite = _ranges(flat)
-    gain, base = _affine(vmin, vmax)
     codes = torch.empty(x.shape, dtype=torch.uint8)
     if x.device.type == "cpu":
-        _quantize_cpu(flat, gain, base, codes.view(C, -1))
+        quick = _encode_cpu(flat, codes.view(C, -1))
+        if quick is not None:
+            return Codes(codes, *quick, True)
+    vmin, vmax, finite = _ranges(flat)
+    gain, wide = _gain(vmin, vmax)
+    lo = np.where(np.isfinite(vmin), vmin, 0).astype(np.float32)
+    if x.device.type == "cpu":
+        _quantize_cpu(flat, lo, gain, codes.view(C, -1))
     else:  # on the device, then one copy of the codes (a quarter of the floats) to the CPU
         g = torch.from_numpy(gain).to(x.device)[:, None]
-        b = torch.from_numpy(base).to(x.device)[:, None]
-        codes.view(C, -1).copy_(torch.addcmul(b, flat, g).clamp_(0, LEVELS + 0.5).to(torch.uint8))
+        l0 = torch.from_numpy(lo).to(x.device)[:, None]
+        codes.view(C, -1).copy_(((flat - l0) * g + 0.5).clamp_(0, LEVELS + 0.5).to(torch.uint8))
+    if wide.any():  # ranges beyond float32: those channels in float64 (rare)
+        for c in np.flatnonzero(wide):
+            v = flat[c].detach().cpu().double().numpy()
+            q = (v - float(vmin[c])) * (LEVELS / (float(vmax[c]) - float(vmin[c]))) + 0.5
+            codes.view(C, -1)[c] = torch.from_numpy(np.clip(np.nan_to_num(q, nan=0.0), 0, LEVELS + 0.5).astype(np.uint8))
     if not finite:
         view = codes.view(C, -1)
         view[torch.isposinf(flat).cpu()] = LEVELS
@@ -138,23 +151,55 @@ def encode(x: torch.Tensor) -> Codes:
     return Codes(codes, vmin, vmax, finite)
 
 
-def _quantize_cpu(flat: torch.Tensor, gain: np.ndarray, base: np.ndarray, out: torch.Tensor) -> None:
-    """``out = trunc(flat * gain + base)`` row-wise, with numpy's SIMD loops.
+# Up to this many values numpy's min and max are quicker than torch's (call overhead); above,
+# torch's amin and amax use every intra-op thread.
+_SMALL = 1 << 15
 
-    numpy rather than torch: torch's float-to-uint8 cast is several times slower on the CPU.
-    Separate add and cast: a ufunc writing uint8 directly goes through a buffered cast, about
-    1.5x slower than the two SIMD loops.
+
+def _encode_cpu(flat: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """The common case in few numpy calls: a CPU float32 (C, N) tensor whose every value is
+    finite; writes ``out`` and returns ``(vmin, vmax)``.
+    Anything else returns None, having written nothing (the general path takes it).
+
+    Bit for bit the general path's result; it exists because the hooks call it for every layer
+    (EfficientNet-B0 has 81 convolutions, many with 1x1 maps) and the general path's fixed
+    costs were a large part of the capture.
+    """
+    arr = flat.detach().numpy()
+    if arr.size <= _SMALL:
+        lo, hi = arr.min(axis=1), arr.max(axis=1)
+    else:
+        lo, hi = flat.amin(dim=1).numpy(), flat.amax(dim=1).numpy()
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return None
+    gain, wide = _gain(lo, hi)
+    if wide.any():
+        return None
+    _quantize_cpu(flat, lo, gain, out)
+    return lo, hi
+
+
+def _quantize_cpu(flat: torch.Tensor, lo: np.ndarray, gain: np.ndarray, out: torch.Tensor) -> None:
+    """``out = trunc((flat - lo) * gain + 0.5)`` row-wise, with numpy's SIMD loops.
+
+    Every finite value lands in [0.5, 254.5]: ``flat - lo`` is at most the float32 range, and
+    ``gain`` is 254 over the exact range, so the product stays within rounding of 254 (no
+    clamp, no wrap). numpy rather than torch: torch's float-to-uint8 cast is several times
+    slower on the CPU. Separate arithmetic and cast: a ufunc writing uint8 directly goes
+    through a buffered cast, about 1.5x slower than the SIMD loops.
     """
     x, y = flat.detach().numpy(), out.numpy()
     C, N = x.shape
     rows = max(1, _SLICE // max(1, N)) if x.size > _WHOLE else C
     scratch = np.empty(min(C, rows) * N, np.float32).reshape(-1, N)
+    half = np.float32(0.5)
     with np.errstate(invalid="ignore", over="ignore"):
         for i in range(0, C, rows):
             j = min(C, i + rows)
             buf = scratch[: j - i]
-            np.multiply(x[i:j], gain[i:j, None], out=buf)
-            np.add(buf, base[i:j, None], out=buf)
+            np.subtract(x[i:j], lo[i:j, None], out=buf)
+            np.multiply(buf, gain[i:j, None], out=buf)
+            np.add(buf, half, out=buf)
             np.copyto(y[i:j], buf, casting="unsafe")
 
 
@@ -171,10 +216,10 @@ def decode(c: Codes, channels=None) -> torch.Tensor:
     """
     idx = list(range(c.codes.shape[0])) if channels is None else list(channels)
     codes = c.codes[idx]
-    lo = torch.from_numpy(np.nan_to_num(c.vmin[idx], nan=0.0))
-    rng = torch.from_numpy(np.nan_to_num(c.vmax[idx] - c.vmin[idx], nan=0.0))
+    lo = np.nan_to_num(c.vmin[idx].astype(np.float64), nan=0.0)
+    step = np.nan_to_num(c.vmax[idx].astype(np.float64) - lo, nan=0.0) / LEVELS  # float64: no overflow
     shape = (len(idx),) + (1,) * (codes.dim() - 1)
-    out = codes.float() * (rng / LEVELS).view(shape) + lo.view(shape)
+    out = (codes.double() * torch.from_numpy(step).view(shape) + torch.from_numpy(lo).view(shape)).float()
     if not c.finite:
         out[codes == NAN_CODE] = float("nan")
     return out
@@ -198,8 +243,9 @@ def shrunk_size(height: int, width: int, factor: int) -> tuple[int, int]:
 def shrink(codes: torch.Tensor, factor: int, *, finite: bool = True) -> torch.Tensor:
     """Area-average (C, H, W) codes by an integer ``factor``; remainder rows/columns are dropped.
 
-    Codes are linear in the value, so their mean is the mean value's code (rounded). NaN codes
-    do not take part in a mean; a block of NaN only stays NaN.
+    Codes are linear in the value, so their mean is the mean value's code, rounded half up in
+    integer arithmetic (the same whether or not NaN codes are there). NaN codes do not take
+    part in a mean; a block of NaN only stays NaN.
 
     Examples
     --------
@@ -209,12 +255,34 @@ def shrink(codes: torch.Tensor, factor: int, *, finite: bool = True) -> torch.Te
     if factor == 1:
         return codes
     kernel = (min(factor, codes.shape[1]), min(factor, codes.shape[2]))  # a thin map keeps 1 px
-    x = codes.float()[:, None]
+    # Sums of at most 64 x 64 codes are exact in float32, and a mean is one division of exact
+    # integers: rounded once, it never crosses a half (those are 1 / (2 n) away), so
+    # floor(mean + 0.5) rounds halves up exactly.
     if finite:
-        mean = F.avg_pool2d(x, kernel)
+        return _block_mean(codes, kernel)
     else:
+        x = codes.float()[:, None]
         ok = (x != NAN_CODE).float()
-        count = F.avg_pool2d(ok, kernel)
-        mean = F.avg_pool2d(x * ok, kernel) / count.clamp(min=1e-9)
+        count = F.avg_pool2d(ok, kernel, divisor_override=1)
+        mean = F.avg_pool2d(x * ok, kernel, divisor_override=1) / count.clamp(min=1)
         mean[count == 0] = NAN_CODE
     return mean.add_(0.5).floor_()[:, 0].to(torch.uint8)
+
+
+def _block_mean(codes: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """Rounded means of ``kernel`` blocks of uint8 codes, in integers: sums of strided views
+    (a few SIMD adds, about 7x faster than ``avg_pool2d`` on floats), then
+    ``(2 sum + n) // (2 n)``."""
+    fy, fx = kernel
+    C, H, W = codes.shape
+    h, w = H // fy, W // fx
+    a = codes.numpy()
+    wide = np.uint16 if fy * fx * LEVELS < 1 << 16 else np.uint32
+    cols = a[:, : h * fy, 0 : w * fx : fx].astype(wide)
+    for j in range(1, fx):
+        cols += a[:, : h * fy, j : w * fx : fx]
+    sums = cols[:, 0::fy, :].copy()
+    for i in range(1, fy):
+        sums += cols[:, i::fy, :]
+    n = fy * fx
+    return torch.from_numpy(((2 * sums.astype(np.uint32) + n) // (2 * n)).astype(np.uint8))

@@ -29,8 +29,8 @@ HTML_CAP_BYTES = 32 << 20
 of codes; beyond it, the current layer and its neighbours (:data:`NEIGHBOURS` on each side)."""
 NEIGHBOURS = 2
 OFFLINE_NOTE = (
-    "Saved page: no Python kernel here, so guided backprop, Grad-CAM and new images are off. "
-    "Layers, views, channels, pages, colormaps and normalisation all work."
+    "Saved page: no Python kernel here, so guided backprop, Grad-CAM, sorting, comparing and new "
+    "images are off. Layers, views, channels, pages, colormaps and normalisation all work."
 )
 save_png = figure.save_png
 
@@ -160,6 +160,8 @@ def to_html(embedded: dict, bundle: list[dict], note: str, path: str | Path, *, 
             state["_config"] = {**state["_config"], "offline": OFFLINE_NOTE, "export_note": note}
             state["_error"] = ""
             state["_status"] = "ready"
+            # what needs Python to answer (another image, a ranking) is off in the saved page
+            state.update(compare=-1, sort="channel", _compare={}, _ranking={}, _scan={}, _top={})
     state_json = json.dumps(manager).replace("</", "<\\/")
     views = "".join(
         '<script type="application/vnd.jupyter.widget-view+json">'
