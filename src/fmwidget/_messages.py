@@ -108,8 +108,9 @@ class Messages:
         checks.index_arg("rank", rank, len(items), "the strip of top images")
         result = self._scan_result
         entry = result.top(self._top["layer"], self._top["channel"])[rank]
-        image = result.image(entry.index)
-        index = self.add_image(image, name=f"scan #{entry.index}: {entry.source}")
+        x = result.input(entry.index)  # the model input as scanned: used as it is
+        label = entry.source if isinstance(entry.source, str) else f"scanned #{entry.index}"
+        index = self.add_image(x, name=str(label).rsplit("/", 1)[-1])
         self.image_index = index
 
     def _attribution(self, kind: str, content: dict) -> dict:

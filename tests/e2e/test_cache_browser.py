@@ -40,8 +40,10 @@ STEP_ALL_JS = """async ([rounds]) => {
       slider.value = String(i);
       slider.dispatchEvent(new Event('input', { bubbles: true }));
       const start = performance.now();
-      // wait until the canvas shows the layer (its grid arrived or was cached)
-      while (canvas.dataset.layer !== root.querySelector('.fmw-layer-name').textContent) {
+      // the widget redraws at the next frame: wait for the header to name layer i, then until
+      // the canvas shows it (its grid arrived, or was cached)
+      const header = root.querySelector('.fmw-layer-position');
+      while (header.textContent !== `${i + 1}/${n}` || canvas.dataset.layer !== root.querySelector('.fmw-layer-name').textContent) {
         if (performance.now() - start > 30000) throw new Error(`layer ${i} never drawn`);
         await new Promise((res) => setTimeout(res, 5));
       }

@@ -86,7 +86,7 @@ def test_exported_html_works_offline(chromium, browser, exported, artifacts):
         draws = canvas.get_attribute("data-draws")
         page.locator(f'select[aria-label="{label}"]').select_option(value)
         expect(canvas).not_to_have_attribute("data-draws", draws)
-    expect(page.locator(".fmw-legend-zero")).to_have_text("0")
+    expect(page.locator(".fmw-root > .fmw-legend .fmw-legend-zero")).to_have_text("0")
     page.locator('button[aria-label="Next page"]').click()
     expect(page.locator(".fmw-page-label")).to_contain_text("Page 2/")
     expect(canvas).to_have_attribute("data-first", "32")

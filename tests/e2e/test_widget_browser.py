@@ -192,8 +192,8 @@ PIXELS_JS = """() => { const c = document.querySelector('.fmw-maps-view canvas.f
   let s = ''; for (let i = 0; i < d.length; i += 32768) s += String.fromCharCode.apply(null, d.subarray(i, i + 32768));
   return { width: c.width, height: c.height, rgba: btoa(s) }; }"""
 
-CODES_JS = """([layer]) => { const store = document.querySelector('.fmw-root').fmwStore;
-  const e = store.cache.find(store.version, 'maps', layer, 0, 0);
+CODES_JS = """([layer, version]) => { const store = document.querySelector('.fmw-root').fmwStore;
+  const e = store.cache.find(version, 'maps', layer, [0]);
   let s = ''; for (let i = 0; i < e.codes.length; i += 32768) s += String.fromCharCode.apply(null, e.codes.subarray(i, i + 32768));
   return { first: e.first, n: e.n, shape: e.shape, codes: btoa(s) }; }"""
 
@@ -271,7 +271,8 @@ def _check_canvas_against_python(page, root, layer):
     avail = int(canvas.get_attribute("data-avail"))
     (root / "request.json").write_text(json.dumps({"layer": layer, "avail": avail}))
     nbdrive.run_cell(page, 2)
-    got = page.evaluate(CODES_JS, [layer])
+    version = read_state(root)["answers"]["_maps"]["version"]
+    got = page.evaluate(CODES_JS, [layer, version])
     codes = base64.b64decode(got["codes"])
     want = (root / "codes.bin").read_bytes()
     assert got["first"] == 0 and len(codes) == len(want), (got["shape"], len(want))
