@@ -11,7 +11,7 @@ Times, in one run and interleaved (so that load on a shared machine hits both si
   codes per tile pixel before base64: at most 1), and the two recipes people use today for the
   same channels of the same activation: ``make_grid`` (torchvision ``make_grid`` + PIL PNG,
   what ``save_image`` does) and ``matplotlib`` (a ``plt.subplots`` grid, ``imshow`` per channel,
-  ``savefig`` PNG);
+  ``savefig`` PNG; only for the 256-channel layer);
 * ``export``: ``to_html`` of the whole model, its file size and its bytes of codes;
 * ``memory``: peak resident memory of a subprocess that builds the explorer and visits the
   picked layers, over the peak of the same subprocess doing a plain forward pass; and the bytes
@@ -199,7 +199,9 @@ def run_case(model_name: str, size: int, args) -> dict:
         act = w.activation(name)
         tag = {"channels": want, "layer": name, "shape": list(info.out_shape)}
         sw, mg, mp = [], [], []
-        mpl_n = args.mpl_repeats if not (args.quick and want != CHANNELS[0]) else 0
+        # matplotlib draws a subplot per channel: only for the 256-channel layer (the target's),
+        # and for the first one in --quick (2048 subplots take minutes a run)
+        mpl_n = args.mpl_repeats if want == (CHANNELS[0] if args.quick else 256) else 0
         for r in range(args.repeats):
             sw.append(answer(w, name))
         grid = grid_state(w)

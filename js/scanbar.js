@@ -1,5 +1,12 @@
-// The progress of `w.scan(...)`: images done, images per second and a Stop button while it runs
-// (Python reads the Stop message between batches); a summary once it is done.
+// The progress of `w.scan(...)`: images done, images per second and a Stop button while it runs;
+// a summary once it is done.
+//
+// Stop interrupts the kernel, as the notebook's own stop button does: the scan runs in the cell,
+// so the kernel reads no widget message until it ends (jupyter-ui-poll, which used to read them
+// meanwhile, does nothing under ipykernel 7). The scan takes the KeyboardInterrupt as a clean
+// stop and keeps what it scanned. A front end whose widget manager has no kernel handle
+// (outside JupyterLab and Notebook 7) gets the message instead, read between batches where the
+// kernel can.
 import { h, setText, show } from "./dom.js";
 
 export function createScanBar(ctx) {
@@ -10,9 +17,12 @@ export function createScanBar(ctx) {
   const el = h("div", { class: "fmw-scan", role: "status", "aria-live": "polite", hidden: true }, h("span", { class: "fmw-label" }, "Scan"), bar, text, stop);
 
   ctx.listen(stop, "click", () => {
+    if (!(model.get("_scan") || {}).running) return;
     stop.disabled = true;
     setText(text, `${text.textContent} · stopping…`);
-    ctx.send({ type: "stop_scan" });
+    const kernel = model.widget_manager && model.widget_manager.kernel;
+    if (kernel && typeof kernel.interrupt === "function") kernel.interrupt().catch(() => ctx.send({ type: "stop_scan" }));
+    else ctx.send({ type: "stop_scan" });
   });
 
   function update() {

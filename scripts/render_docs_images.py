@@ -1,55 +1,51 @@
-"""Render the README's pictures with the engine itself (run from the repository root).
+"""Render the README's pictures with the package itself (run from the repository root).
 
     python scripts/render_docs_images.py
+
+Every picture is ``FeatureMapExplorer.save_png`` of a view, with the bundled ImageNet-trained
+SqueezeNet on the bundled cat and scikit-image's photos (all offline).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+import skimage.data
 
 from fmwidget import FeatureMapExplorer, sample_image
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
-def _save(url: str, path: Path, zoom: int) -> None:
-    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA")
-    img = img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
-    img.save(path)
-    print("wrote", path, img.size)
-
-
-def _rgb_mosaic(url: str, meta: dict, cols: int = 16) -> Image.Image:
-    """Re-arrange the filters grid's RGB column (one tile per filter) into a mosaic."""
-    grid = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA")
-    col = meta["in_channels"].index(-1)
-    th, tw, pad = meta["tile_h"], meta["tile_w"], meta["pad"]
-    n = meta["rows"]
-    rows = -(-n // cols)
-    out = Image.new("RGBA", (cols * (tw + 1) + 1, rows * (th + 1) + 1), (255, 255, 255, 0))
-    for i in range(n):
-        x0, y0 = col * (tw + pad), i * (th + pad)
-        tile = grid.crop((x0, y0, x0 + tw, y0 + th))
-        out.paste(tile, (1 + (i % cols) * (tw + 1), 1 + (i // cols) * (th + 1)))
-    return out
+def _save(w: FeatureMapExplorer, name: str, width: int = 900) -> None:
+    path = w.save_png(OUT / name, width=width)
+    print("wrote", path)
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    with FeatureMapExplorer("squeezenet", sample_image(), view="filters", page_size=128) as w:
-        # 96 first-layer filters of the trained SqueezeNet: one row per filter, the RGB
-        # composite first, then B, G, R kernels. Shown as a 2-up page of 48 rows each.
-        mosaic = _rgb_mosaic(w._grid, w._grid_meta)
-        mosaic = mosaic.resize((mosaic.width * 8, mosaic.height * 8), Image.NEAREST)
-        mosaic.save(OUT / "squeezenet-filters.png")
-        print("wrote", OUT / "squeezenet-filters.png", mosaic.size)
-        w.view = "maps"
-        w.page_size = 64
-        _save(w._grid, OUT / "squeezenet-maps.png", zoom=3)
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket(), skimage.data.camera(),
+              skimage.data.coins(), skimage.data.horse(), skimage.data.clock(), skimage.data.brick(),
+              skimage.data.immunohistochemistry(), skimage.data.hubble_deep_field(), np.asarray(sample_image())]
+    with FeatureMapExplorer("squeezenet", [sample_image(), skimage.data.astronaut()]) as w:
+        # the 96 first-layer filters: oriented edges and colour-opponent blobs
+        w.view, w.page_size = "filters", 128
+        _save(w, "squeezenet-filters.png", width=820)
+        w.view, w.page_size, w.layer = "maps", 64, "features.3.expand3x3"
+        _save(w, "squeezenet-maps.png", width=820)
+        w.compare = 1
+        w.page_size = 16
+        _save(w, "compare.png", width=600)
+        w.compare = -1
+        w.layer, w.sort, w.page_size = "features.12.expand3x3", "max", 64
+        _save(w, "sorted.png", width=600)
+        w.sort = "channel"
+        w.scan([p for photo in photos for p in (photo, np.ascontiguousarray(photo[:, ::-1]))],
+               layers=["features.12.expand3x3"], k=6, batch_size=8)
+        best = w.rank_channels("features.12.expand3x3", by="max")[0][0]
+        w.channel, w.view = best, "side"
+        _save(w, "top-images.png", width=900)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ import { createGrid } from "./grid.js";
 import { createPager, span } from "./pager.js";
 import { createKernels } from "./kernels.js";
 
-/** The cached filters of the current layer that hold output filters first .. last, or null. */
 const DETAIL_PX = 300;
 
-export function filtersEntry(ctx, first, last) {
+/** The cached filters of the current layer that hold output filters `items`, or null. */
+export function filtersEntry(ctx, items) {
   const { store, model } = ctx;
-  return store.cache.find(store.version, "filters", model.get("layer"), first, last);
+  const version = versionOf(model);
+  return version === null ? null : store.cache.find(version, "filters", model.get("layer"), items);
 }
 
 export function createFiltersView(ctx, hover, legend) {

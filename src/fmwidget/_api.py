@@ -236,15 +236,18 @@ class ExplorerAPI:
             print(f"\rscanned {done}{'/' + str(total) if total else ''} images, {rate:.1f} images/s", end="", flush=True)
 
         self._scan = {"running": True, "done": 0, "total": None, "rate": 0.0, "elapsed": 0.0}
-        with _ui_events() as poll:
-            def should_stop() -> bool:
-                poll()  # the Stop button's message arrives while this cell runs
-                return self._stop_requested
-
+        try:
+            # The widget's Stop button interrupts the kernel (js/scanbar.js): the scan takes the
+            # KeyboardInterrupt as a clean stop and returns what it has.
             result = scan_engine.scan(
                 self._model, source, layers=names, k=k, batch_size=batch_size,
-                transform=self._transform, device=self._device, progress=progress, should_stop=should_stop,
+                transform=self._transform, device=self._device, progress=progress,
+                should_stop=lambda: self._stop_requested,
             )
+        except BaseException:
+            self._scan = {"running": False, "done": self._scan.get("done", 0), "total": self._scan.get("total"),
+                          "failed": True, "elapsed": time.monotonic() - started}
+            raise
         print()
         self._scan_result = result
         self._scan = {"running": False, "done": result.n_images, "total": result.n_images, "stopped": result.stopped,
@@ -338,6 +341,9 @@ class ExplorerAPI:
             snap["input"] = preprocess.display_image(self._x, self._transform)
         if self.compare >= 0 and self.compare != self.image_index and self.view != "filters":
             snap["compare_data"] = self._compare_snapshot(info)
+        if self.view == "side" and self._scan_result is not None and info.name in self._scan_result.layers:
+            snap["top"] = [(t.patch, t.score, t.index) for t in self.top_images(info.name, self.channel)]
+            snap["scanned"] = self._scan_result.n_images
         return snap
 
     def _compare_snapshot(self, info: capture.LayerInfo) -> dict:
@@ -364,36 +370,3 @@ class ExplorerAPI:
         # the comm is closed: these clear Python's copies of the payloads without sending them
         for name in ("_maps", "_filters", "_map", "_compare", "_attrib", "_top"):
             self.set_trait(name, {})
-
-
-class _NoPoll:
-    def __enter__(self):
-        return lambda: None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _ui_events():
-    """Process the widget's messages while a cell runs (the scan's Stop button), in a Jupyter
-    kernel; elsewhere (plain Python) a no-op. jupyter-ui-poll replays other cells' requests
-    afterwards, in order."""
-    try:
-        from IPython import get_ipython
-        from jupyter_ui_poll import ui_events
-    except ImportError:
-        return _NoPoll()
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
-        return _NoPoll()
-
-    class _Poll:
-        def __enter__(self):
-            self._ctx = ui_events()
-            poll = self._ctx.__enter__()
-            return lambda: poll(20)
-
-        def __exit__(self, *exc):
-            return self._ctx.__exit__(*exc)
-
-    return _Poll()

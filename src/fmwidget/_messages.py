@@ -98,7 +98,10 @@ class Messages:
                 f"{name} is {len(data) / 2**20:.0f} MB, over the {loading.MAX_DOWNLOAD_BYTES >> 20} MB limit for "
                 f"an image; use a smaller file (or pass it from Python with add_image)."
             )
-        index = self.add_image(data, name=name)
+        # checked as img is; the messages name the file ("dropped file 'x.png': the data ...")
+        item = self._gallery.load(data, argname=f"dropped file {name!r}", name=name)
+        index = self._gallery.add(item)
+        self._images = self._images_json()
         self.image_index = index
 
     def _open_top(self, content: dict) -> None:

@@ -189,7 +189,27 @@ def _side_panels(snap: dict, width: int) -> list[Panel]:
     over = np.asarray(Image.fromarray(render.plane_image(m["codes"][0], table, 1)).resize((inp.shape[1], inp.shape[0]), Image.NEAREST))
     mixed = (inp.astype(np.float64) * 0.4 + over.astype(np.float64) * 0.6 + 0.5).astype(np.uint8)
     panels.append(Panel("input + map (60%)", mixed, panels[-1].legend))
+    if snap.get("top"):
+        panels.append(_top_panel(snap, width))
     return panels
+
+
+def _top_panel(snap: dict, width: int) -> Panel:
+    """The channel's top patches from the last scan, each enlarged to one size, with its score."""
+    size, gap, text = 96, 8, TEXT_PX + 4
+    tops = snap["top"]
+    per_row = max(1, (width + gap) // (size + gap))
+    rows = -(-len(tops) // per_row)
+    canvas = Image.new("RGB", (min(len(tops), per_row) * (size + gap) - gap, rows * (size + text + gap)), "white")
+    draw, font = ImageDraw.Draw(canvas), _font(TEXT_PX)
+    for k, (patch, score, index) in enumerate(tops):
+        x, y = (k % per_row) * (size + gap), (k // per_row) * (size + text + gap)
+        scale = size / max(patch.size)
+        shown = patch.resize((max(1, round(patch.width * scale)), max(1, round(patch.height * scale))), Image.NEAREST)
+        canvas.paste(shown, (x + (size - shown.width) // 2, y + (size - shown.height) // 2))
+        draw.text((x, y + size + 2), f"{score:.3g} (#{index})", fill=(60, 60, 60), font=font)
+    title = f"what fires channel {snap['channel']}: its top patches of {snap['scanned']} scanned images"
+    return Panel(title, np.asarray(canvas), None)
 
 
 def _filter_panel(snap: dict, c: int, norm: str, cmap: str, width: int) -> Panel:

@@ -105,7 +105,7 @@ def load_image(img: Any, *, argname: str = "img") -> Image.Image | torch.Tensor:
     if isinstance(img, np.ndarray):
         return _from_array(img, argname, "array")
     if isinstance(img, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(img), argname, "the bytes")
+        return _from_bytes(bytes(img), argname, "the data")
     if isinstance(img, str):
         return _from_string(img, argname)
     if isinstance(img, os.PathLike):

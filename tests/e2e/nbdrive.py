@@ -28,14 +28,19 @@ OBSERVER = textwrap.dedent(f"""\
             s = w.get_state()
             answers = {{k: {{f: s[k].get(f) for f in ("kind", "layer", "first", "shape", "version")}}
                        for k in ("_maps", "_filters", "_map") if s.get(k)}}
-            state = {{k: getattr(w, k) for k in ("layer", "channel", "view", "norm", "cmap", "page", "page_size")}}
-            state.update(error=s["_error"], status=s["_status"], answers=answers,
+            state = {{k: getattr(w, k) for k in ("layer", "channel", "view", "norm", "cmap", "page", "page_size",
+                                                "image_index", "compare", "sort")}}
+            state.update(error=s["_error"], status=s["_status"], answers=answers, scan=s["_scan"],
+                         compared=sorted(k for k in s["_compare"] if k in ("maps", "diff", "map", "map_diff")),
+                         images=[d["label"] for d in s["_images"]], ranking=s["_ranking"].get("by"),
+                         top=len(s["_top"].get("items", [])),
                          layers=[{{"name": d["name"], "out_shape": d["out_shape"]}} for d in s["_layers"]])
             tmp = _pathlib.Path(path + ".tmp")
             tmp.write_text(_json.dumps(state))
             _os.replace(tmp, path)
-        w.observe(dump, names=["layer", "channel", "view", "norm", "cmap", "page", "page_size",
-                               "_maps", "_filters", "_map", "_error", "_status"])
+        w.observe(dump, names=["layer", "channel", "view", "norm", "cmap", "page", "page_size", "image_index",
+                               "compare", "sort", "_maps", "_filters", "_map", "_compare", "_ranking",
+                               "_images", "_scan", "_top", "_error", "_status"])
         dump()
 """)
 

@@ -87,8 +87,8 @@ def test_exported_html_works_offline(chromium, browser, exported, artifacts):
         page.locator(f'select[aria-label="{label}"]').select_option(value)
         expect(canvas).not_to_have_attribute("data-draws", draws)
     expect(page.locator(".fmw-root > .fmw-legend .fmw-legend-zero")).to_have_text("0")
-    page.locator('button[aria-label="Next page"]').click()
-    expect(page.locator(".fmw-page-label")).to_contain_text("Page 2/")
+    page.locator('.fmw-maps-view button[aria-label="Next page"]').click()
+    expect(page.locator(".fmw-maps-view .fmw-page-label")).to_contain_text("Page 2/")
     expect(canvas).to_have_attribute("data-first", "32")
 
     # a click on a tile picks its channel
@@ -105,6 +105,10 @@ def test_exported_html_works_offline(chromium, browser, exported, artifacts):
     expect(page.locator(".fmw-filters-view canvas.fmw-grid")).to_have_attribute("data-layer", names[2])
     page.locator('button[data-view="side"]').click()
     expect(page.locator("canvas.fmw-side-map")).to_have_attribute("data-channel", "33")
+    # conv1's maps are shrunk in the grids; its full resolution is not in the file
+    page.locator('button[aria-label="Previous layer"]').click()
+    page.locator('button[aria-label="Previous layer"]').click()
+    expect(page.locator("canvas.fmw-side-map")).to_have_attribute("data-layer", names[0])
     expect(page.locator(".fmw-side")).to_contain_text("full resolution needs the kernel")
 
     # what needs Python is off, and says why

@@ -57,8 +57,9 @@ WIDGET_CELL = textwrap.dedent("""\
 """)
 
 # A trivial anywidget: the browser sets `ping` (and `which`, a layer name or ""); Python answers
-# `pong`, with that layer's grid payload in `blob` (the same JSON the explorer sends).
-# `el.e2eEcho(n, which)` resolves with the ms until `pong == n` is back.
+# `pong`, with that layer's grid payload in `blob` (the same JSON the explorer sends), and the
+# widget shows the number it got back. `el.e2eEcho(n, which)` resolves with the ms from the
+# request until that number is painted (measured as the explorer's repaints are).
 ECHO_CELL = textwrap.dedent('''\
     import anywidget, traitlets
 
@@ -72,7 +73,8 @@ ECHO_CELL = textwrap.dedent('''\
             const onPong = () => {
               if (model.get("pong") === n) {
                 model.off("change:pong", onPong);
-                resolve(performance.now() - t0);
+                el.textContent = `echo ${n}`;
+                requestAnimationFrame(() => setTimeout(() => resolve(performance.now() - t0), 0));
               }
             };
             model.on("change:pong", onPong);
@@ -112,7 +114,7 @@ CODES_CELL = textwrap.dedent("""\
     pathlib.Path("codes.bin").write_bytes(_shrink(_c.codes, _layout(_info)["scale"]).numpy().tobytes())
     w.save_png("view.png", width=_req["avail"])
 """)
-SLEEP_CELL = "import time\ntime.sleep(8)"
+SLEEP_CELL = "import time\ntime.sleep(20)"
 
 # In-page timing helpers: from the input event to the frame that shows its result, painted.
 TIMING_JS = """() => {
@@ -407,13 +409,13 @@ def test_feature_map_explorer_in_jupyter(jupyter_server, browser, timings, artif
     draws = int(canvas.get_attribute("data-draws"))
     page.locator('select[aria-label="Colormap"]').select_option("gray")
     expect(canvas).not_to_have_attribute("data-draws", str(draws))
-    label = page.locator(".fmw-page-label").inner_text()
-    page.locator('button[aria-label="Next page"]').click()
-    expect(page.locator(".fmw-page-label")).not_to_have_text(label)
+    label = page.locator(".fmw-maps-view .fmw-page-label").inner_text()
+    page.locator('.fmw-maps-view button[aria-label="Next page"]').click()
+    expect(page.locator(".fmw-maps-view .fmw-page-label")).not_to_have_text(label)
     page.evaluate("(i) => window.__fmw.tile(i)", 2)
     expect(page.locator(".fmw-maps-view .fmw-tile-label")).to_have_text(str(int(canvas.get_attribute("data-first")) + 2))
     assert page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") == "busy"
-    page.wait_for_function(nbdrive.IDLE_JS, timeout=30_000)
+    page.wait_for_function(nbdrive.IDLE_JS, timeout=60_000)
     wait_state(root, lambda s: s["cmap"] == "gray", "the colormap chosen while busy")
 
     # 10) filters view: a deep layer's rows and columns are labelled; a click enlarges a filter
