@@ -91,8 +91,10 @@ def _gain(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keeps a channel whose range is tiny next to its values exact: ``x * gain + base`` lost the
     offset there, and codes wrapped past 255.
     """
+    rng = hi.astype(np.float64) - lo.astype(np.float64)
+    if rng.min() > 0 and rng.max() < 3.4e38 and rng.min() > 1e-30:  # the common case: no special channel
+        return (LEVELS / rng).astype(np.float32), np.zeros(len(rng), bool)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        rng = hi.astype(np.float64) - lo.astype(np.float64)
         ok = np.isfinite(rng) & (rng > 0)
         gain64 = np.where(ok, LEVELS / np.where(ok, rng, 1), 0)
         gain = gain64.astype(np.float32)
@@ -151,56 +153,62 @@ def encode(x: torch.Tensor) -> Codes:
     return Codes(codes, vmin, vmax, finite)
 
 
-# Up to this many values numpy's min and max are quicker than torch's (call overhead); above,
-# torch's amin and amax use every intra-op thread.
-_SMALL = 1 << 15
+# Below these sizes numpy beats torch (its call overhead is lower; torch's threads and its
+# preallocated buffers win above): ranges, and codes (measured on 2 cores, benchmarks/README.md).
+_NUMPY_RANGES = 1 << 14
+_NUMPY_CODES = 1 << 12
 
 
 def _encode_cpu(flat: torch.Tensor, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """The common case in few numpy calls: a CPU float32 (C, N) tensor whose every value is
-    finite; writes ``out`` and returns ``(vmin, vmax)``.
-    Anything else returns None, having written nothing (the general path takes it).
+    """The common case in few calls: a CPU float32 (C, N) tensor whose every value is finite;
+    writes ``out`` and returns ``(vmin, vmax)``. Anything else returns None, having written
+    nothing (the general path takes it).
 
     Bit for bit the general path's result; it exists because the hooks call it for every layer
-    (EfficientNet-B0 has 81 convolutions, many with 1x1 maps) and the general path's fixed
-    costs were a large part of the capture.
+    (EfficientNet-B0 has 81 convolutions, most of them small) and the general path's fixed
+    costs, about 90 us a call, were a large part of the capture.
     """
     arr = flat.detach().numpy()
-    if arr.size <= _SMALL:
+    if arr.size <= _NUMPY_RANGES:  # numpy's call overhead is lower; torch's threads pay off above
         lo, hi = arr.min(axis=1), arr.max(axis=1)
     else:
         lo, hi = flat.amin(dim=1).numpy(), flat.amax(dim=1).numpy()
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+    if not (np.isfinite(lo.min()) and np.isfinite(hi.max())):  # NaN or an infinity somewhere
         return None
     gain, wide = _gain(lo, hi)
     if wide.any():
         return None
-    _quantize_cpu(flat, lo, gain, out)
+    if arr.size <= _NUMPY_CODES:  # whole: finite values and finite gains raise no warning
+        buf = np.subtract(arr, lo[:, None])
+        np.multiply(buf, gain[:, None], out=buf)
+        np.add(buf, np.float32(0.5), out=buf)
+        np.copyto(out.numpy(), buf, casting="unsafe")
+    else:
+        _quantize_cpu(flat, lo, gain, out)
     return lo, hi
 
 
 def _quantize_cpu(flat: torch.Tensor, lo: np.ndarray, gain: np.ndarray, out: torch.Tensor) -> None:
-    """``out = trunc((flat - lo) * gain + 0.5)`` row-wise, with numpy's SIMD loops.
+    """``out = trunc((flat - lo) * gain + 0.5)`` row-wise.
 
     Every finite value lands in [0.5, 254.5]: ``flat - lo`` is at most the float32 range, and
     ``gain`` is 254 over the exact range, so the product stays within rounding of 254 (no
-    clamp, no wrap). numpy rather than torch: torch's float-to-uint8 cast is several times
-    slower on the CPU. Separate arithmetic and cast: a ufunc writing uint8 directly goes
-    through a buffered cast, about 1.5x slower than the SIMD loops.
+    clamp, no wrap). The arithmetic runs in torch (three float32 ops, on every intra-op thread;
+    the same IEEE results as numpy's), the cast in numpy: torch's float-to-uint8 cast is several
+    times slower on the CPU. Slices of about 512 KiB stay in the core's cache between the passes.
     """
-    x, y = flat.detach().numpy(), out.numpy()
+    x, y = flat.detach(), out.numpy()
     C, N = x.shape
-    rows = max(1, _SLICE // max(1, N)) if x.size > _WHOLE else C
-    scratch = np.empty(min(C, rows) * N, np.float32).reshape(-1, N)
-    half = np.float32(0.5)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for i in range(0, C, rows):
-            j = min(C, i + rows)
-            buf = scratch[: j - i]
-            np.subtract(x[i:j], lo[i:j, None], out=buf)
-            np.multiply(buf, gain[i:j, None], out=buf)
-            np.add(buf, half, out=buf)
-            np.copyto(y[i:j], buf, casting="unsafe")
+    rows = max(1, _SLICE // max(1, N)) if x.numel() > _WHOLE else C
+    scratch = torch.empty(min(C, rows) * N, dtype=torch.float32).view(-1, N)
+    lo_t, gain_t = torch.from_numpy(lo)[:, None], torch.from_numpy(gain)[:, None]
+    for i in range(0, C, rows):
+        j = min(C, i + rows)
+        buf = scratch[: j - i]
+        torch.sub(x[i:j], lo_t[i:j], out=buf)
+        buf.mul_(gain_t[i:j]).add_(0.5)
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.copyto(y[i:j], buf.numpy(), casting="unsafe")
 
 
 def decode(c: Codes, channels=None) -> torch.Tensor:
