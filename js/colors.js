@@ -123,3 +123,8 @@ export function compositePixels(codes, lo, hi, bgr, nanColor) {
   }
   return out;
 }
+
+/** The normalisation of a difference (first − second) for the chosen one: zero at the centre. */
+export function diffNorm(norm) {
+  return norm.startsWith("channel") ? "channel_symmetric" : "symmetric";
+}

@@ -83,7 +83,7 @@ export function createControls(ctx) {
   ctx.listen(cmap.el, "change", () => ctx.request({ cmap: cmap.el.value }));
   ctx.listen(size.el, "change", () => ctx.request(pageSizeChanges(model, Number(size.el.value))));
   // a new order shows the selected channel's page once Python's ranking arrives
-  ctx.listen(sort.el, "change", () => ctx.request({ sort: sort.el.value, page: 0 }));
+  ctx.listen(sort.el, "change", () => ctx.request({ sort: sort.el.value }));
 
   let viewButtons = [];
   function buildViews() {

@@ -94,7 +94,7 @@ export function createImages(ctx, root) {
     if (message.textContent.startsWith("Sending")) setText(message, "");
   }
 
-  ctx.on("_images image_index compare _config _error", update);
+  ctx.on("_images _versions image_index compare _config _error", update);
   update();
   return { el, update };
 }

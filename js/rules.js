@@ -5,7 +5,8 @@ import { bytes } from "./codec.js";
 
 /**
  * The decoded `_config`: {views, norms, cmaps: Map(name -> {label, lut: Uint8Array(768), gap}),
- * cam: {name, lut}, auto, pageSizes, inPage, levels, nanCode, nanColor, cacheBytes, offline}.
+ * cam: {name, lut}, auto, pageSizes, rankings, maxUpload, inPage, levels, nanCode, nanColor,
+ * compositeGap, cacheBytes, offline, exportNote}.
  */
 export function readRules(config) {
   const c = config || {};
@@ -22,12 +23,14 @@ export function readRules(config) {
     auto: c.auto || {},
     pageSizes: c.page_sizes || [],
     rankings: c.rankings || [],
-    maxUpload: c.max_upload_bytes || 50 * 1024 * 1024,
-    inPage: c.in_page || 64,
-    levels: c.levels ?? 254,
-    nanCode: c.nan_code ?? 255,
-    nanColor: c.nan_color || "#ff00ff",
-    cacheBytes: c.cache_bytes || 64 * 1024 * 1024,
+    // numbers only Python sets: `_config` is always there before the widget renders
+    maxUpload: c.max_upload_bytes,
+    inPage: c.in_page,
+    levels: c.levels,
+    nanCode: c.nan_code,
+    nanColor: c.nan_color,
+    compositeGap: c.composite_gap,
+    cacheBytes: c.cache_bytes,
     offline: c.offline || "",
     exportNote: c.export_note || "",
   };

@@ -40,6 +40,7 @@ export function createScanBar(ctx) {
     show(bar, !!s.running);
     const rate = s.rate ? ` · ${s.rate.toFixed(1)} images/s` : "";
     if (s.running) setText(text, `${s.done}${s.total ? ` of ${s.total}` : ""} images${rate}`);
+    else if (s.failed) setText(text, `Scan failed after ${s.done} images: ${s.failed}`);
     else setText(text, `${s.done} images scanned${s.stopped ? ` (stopped: ${s.reason === "KeyboardInterrupt" ? "interrupted" : "Stop"})` : ""} in ${(s.elapsed || 0).toFixed(1)} s · the side view shows what fires each channel`);
   }
 

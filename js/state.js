@@ -19,8 +19,13 @@ export function currentLayer(model) {
 
 /** The capture version of image `index` (default: the one shown), or null until Python has run it. */
 export function versionOf(model, index = model.get("image_index")) {
-  const entry = (model.get("_images") || [])[index];
-  return entry && entry.version !== null && entry.version !== undefined ? entry.version : null;
+  const version = (model.get("_versions") || [])[index];
+  return version === null || version === undefined ? null : version;
+}
+
+/** The version of the model's weights the filters view shows (bumped by `set_image`). */
+export function weightsVersion(model) {
+  return (model.get("_header") || {}).weights_version ?? null;
 }
 
 /** The ranking of the current layer and image the `sort` trait asks for, or null. */
@@ -57,7 +62,7 @@ export function pageItems(model, info = currentLayer(model)) {
   const first = model.get("page") * size;
   const last = Math.min(itemCount(model, info), first + size) - 1;
   const items = [];
-  if (model.get("view") !== "filters" && model.get("sort") !== "channel") {
+  if (model.get("view") === "maps" && model.get("sort") !== "channel") {
     const r = ranking(model);
     if (!r) return { first, last, items: null };
     for (let k = first; k <= last; k++) items.push(r.order[k]);
@@ -69,7 +74,7 @@ export function pageItems(model, info = currentLayer(model)) {
 
 /** Where `channel` is in the order shown (its position in the grid). */
 export function positionOf(model, channel) {
-  const r = model.get("view") !== "filters" ? ranking(model) : null;
+  const r = model.get("view") === "maps" ? ranking(model) : null;
   return r ? r.order.indexOf(channel) : channel;
 }
 
@@ -92,9 +97,9 @@ export function layerChanges(model, index) {
   if (!info) return {};
   const channel = model.get("channel") < channelCount(info) ? model.get("channel") : 0;
   const size = model.get("page_size");
-  // a sorted view's order for the new layer comes with Python's answer: its page follows then
-  const at = model.get("sort") === "channel" || model.get("view") === "filters" ? channel : 0;
-  const page = Math.min(Math.floor(at / size), Math.max(1, Math.ceil(channelCount(info) / size)) - 1);
+  // a sorted view's order for the new layer comes with Python's answer, which sets its page
+  if (model.get("sort") !== "channel" && model.get("view") === "maps") return { layer: info.name, channel, in_page: 0 };
+  const page = Math.min(Math.floor(channel / size), Math.max(1, Math.ceil(channelCount(info) / size)) - 1);
   return { layer: info.name, channel, page, in_page: 0 };
 }
 

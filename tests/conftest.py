@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from _support import TinyCNN
 
 # Two cores: keep torch from oversubscribing them when tests run beside a Jupyter kernel.

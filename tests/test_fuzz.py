@@ -51,7 +51,7 @@ from hypothesis.stateful import (
 from fmwidget import FeatureMapExplorer, rules
 
 PYTHON_ONLY = ["_maps", "_filters", "_map", "_config", "_layers", "_header", "_input_png", "_attrib", "_status",
-               "_error", "_images", "_compare", "_ranking", "_scan", "_top", "_esm", "_css", "_model_name",
+               "_error", "_images", "_versions", "_compare", "_ranking", "_scan", "_top", "_esm", "_css", "_model_name",
                "_view_name", "_dom_classes", "layout", "tabbable", "tooltip"]
 NOT_TRAITS = ["comm", "keys", "log", "model", "input_tensor", "layer_names", "images", "", "Layer", "_grid"]
 MESSAGES = ["guided_backprop", "grad_cam", "clear_error", "add_image", "stop_scan", "open_top"]
@@ -161,7 +161,7 @@ def check_consistent(w) -> None:
     assert w.page_size in rules.PAGE_SIZES
     images = state["_images"]
     assert 0 <= w.image_index < len(images) and -1 <= w.compare < len(images)
-    assert images[w.image_index]["version"] == version
+    assert len(state["_versions"]) == len(images) and state["_versions"][w.image_index] == version
     weight = info["weight_shape"]
     rows = weight[0] if w.view == "filters" else count
     assert 0 <= w.page < max(1, math.ceil(rows / w.page_size))
@@ -193,20 +193,20 @@ def check_consistent(w) -> None:
         block(p, count, info["maps_whole"], order)
     elif w.view == "filters":
         p = state["_filters"]
-        assert (p["kind"], p["layer"], p["version"], p["count"]) == ("filters", w.layer, version, weight[0])
+        assert (p["kind"], p["layer"], p["version"], p["count"]) == ("filters", w.layer, state["_header"]["weights_version"], weight[0])
         block(p, weight[0], info["filters_whole"], None)
     else:
         m = state["_map"]
         assert (m["kind"], m["layer"], m["version"], m["first"], m["shape"][0]) == ("map", w.layer, version, w.channel, 1)
         if weight:
             f = state["_filters"]
-            assert (f["kind"], f["layer"], f["version"]) == ("filters", w.layer, version)
+            assert (f["kind"], f["layer"], f["version"]) == ("filters", w.layer, state["_header"]["weights_version"])
         assert state["_input_png"].startswith("data:image/png;base64,")
     compared = state["_compare"]
     if w.compare < 0 or w.compare == w.image_index or w.view == "filters":
         assert compared == {}
     else:  # the other image's data and the difference, for the same block
-        other = images[w.compare]["version"]
+        other = state["_versions"][w.compare]
         if w.view == "maps":
             assert (compared["maps"]["layer"], compared["maps"]["version"]) == (w.layer, other)
             assert compared["maps"]["shape"] == state["_maps"]["shape"]
@@ -216,6 +216,12 @@ def check_consistent(w) -> None:
             assert (compared["map"]["layer"], compared["map"]["first"], compared["map"]["version"]) == (w.layer, w.channel, other)
             assert (compared["map_diff"]["kind"], compared["map_diff"]["first"]) == ("map_diff", w.channel)
     assert state["_status"] == "ready"
+
+
+def _channel_page(w) -> int:
+    ranking = browser_state(w)["_ranking"]
+    sorted_maps = w.view == "maps" and w.sort != "channel" and ranking
+    return (ranking["order"].index(w.channel) if sorted_maps else w.channel) // w.page_size
 
 
 def check_update(w, before: dict, update) -> None:
@@ -232,6 +238,9 @@ def check_update(w, before: dict, update) -> None:
             # explanation is lost when another field of the same update is refused: see
             # test_reliability.py::test_the_reason_for_a_view_falling_back_survives_another_refusal.)
             adjusted = key == "view" and sent == "filters" and value == "maps" and not _layer(w)["weight_shape"]
+            # A new order (sort, or its layer or image) or going back to channel order shows
+            # the selected channel's page in it.
+            adjusted = adjusted or (key == "page" and value == _channel_page(w))
             refused = names_field(message, key)
             assert applied or adjusted or refused, (key, sent, value, message)
         elif key in before:  # a trait only Python sets

@@ -19,6 +19,7 @@ from torchvision.models import ResNet18_Weights, SqueezeNet1_0_Weights
 
 from fmwidget import loading
 from fmwidget.loading import load_image
+from fmwidget.models import SQUEEZENET_WEIGHTS
 from fmwidget.preprocess import (
     Preprocess,
     caffe_transform,
@@ -28,8 +29,6 @@ from fmwidget.preprocess import (
     model_input,
     prepare_input,
 )
-
-from fmwidget.models import SQUEEZENET_WEIGHTS  # noqa: E402
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _support import TinyCNN, assert_untouched, hooks_of, snapshot
 from PIL import Image
 from torch import nn
 
-from _support import TinyCNN, assert_untouched, hooks_of, snapshot
 from fmwidget import caffe_transform, imagenet_transform, pretrained_squeezenet
 from fmwidget.capture import ModelError
 from fmwidget.preprocess import display_image, model_input
@@ -99,7 +99,7 @@ def _analytic(chain, size):
     for layer in chain:
         if not isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             continue
-        as_int = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
+        as_int = lambda v: v if isinstance(v, int) else v[0]
         k, s, p = as_int(layer.kernel_size), as_int(layer.stride), as_int(layer.padding)
         d = as_int(getattr(layer, "dilation", 1))
         start, end = start - p * jump, end + (-p + (k - 1) * d) * jump
@@ -109,7 +109,7 @@ def _analytic(chain, size):
 
 def _analytic_box(chain, size, i, j):
     jump, start, end = _analytic(chain, size)
-    span = lambda q: (max(0, start + q * jump), min(size, end + q * jump))  # noqa: E731
+    span = lambda q: (max(0, start + q * jump), min(size, end + q * jump))
     (y0, y1), (x0, x1) = span(i), span(j)
     return x0, y0, x1, y1
 

@@ -7,7 +7,7 @@ import { colourTables, compositePixels, decodeValue, layerStats } from "../color
 import { itemCodes } from "../codec.js";
 import { describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
-import { channelChanges, currentLayer, formatNumber, hasFilters, pageCount, pageItems, versionOf } from "../state.js";
+import { channelChanges, currentLayer, formatNumber, hasFilters, pageCount, pageItems, weightsVersion } from "../state.js";
 import { createGrid } from "./grid.js";
 import { createPager, span } from "./pager.js";
 import { createKernels } from "./kernels.js";
@@ -17,7 +17,7 @@ const DETAIL_PX = 300;
 /** The cached filters of the current layer that hold output filters `items`, or null. */
 export function filtersEntry(ctx, items) {
   const { store, model } = ctx;
-  const version = versionOf(model);
+  const version = weightsVersion(model);
   return version === null ? null : store.cache.find(version, "filters", model.get("layer"), items);
 }
 
@@ -138,7 +138,7 @@ export function createFiltersView(ctx, hover, legend) {
     const key = `${entry.key}|${items.first}|${items.last}|${norm}|${cmap}|${mode}|${model.get("in_page")}`;
     if (mode === "composite") {
       grid.draw({
-        key, n, th: kh, tw: kw, avail, fill: "#4d4d4d",
+        key, n, th: kh, tw: kw, avail, fill: store.rules.compositeGap,
         codesOf: (i) => compositePixels(itemCodes(entry, items.first + i), entry.vmin[items.first + i], entry.vmax[items.first + i], entry.bgr, store.rules.nanColor),
         tableOf: () => null,
       });

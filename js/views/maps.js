@@ -2,17 +2,13 @@
 // from the cached codes with the chosen colormap and normalisation; in the chosen order; and,
 // when comparing, the second image's maps on one scale with the first and their difference.
 import { h, setText, show } from "../dom.js";
-import { colourTables, decodeValue, layerStats, sharedScale } from "../colors.js";
+import { colourTables, decodeValue, diffNorm, layerStats, sharedScale } from "../colors.js";
 import { itemCodes } from "../codec.js";
 import { createLegend, describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
 import { channelChanges, currentLayer, formatNumber, pageCount, pageItems, positionOf, ranking, versionOf } from "../state.js";
 import { createGrid } from "./grid.js";
 import { createPager, span } from "./pager.js";
-
-function diffNorm(norm) {
-  return norm.startsWith("channel") ? "channel_symmetric" : "symmetric";
-}
 
 export function createMapsView(ctx, hover, legend) {
   const { model, store } = ctx;
@@ -113,7 +109,7 @@ export function createMapsView(ctx, hover, legend) {
       const [n, cm, sc] = styles[k];
       const tables = colourTables(entry, n, cm.lut, store.rules.nanColor, sc);
       grid.draw({
-        key: `${entry.key}|${items.join(",")}|${n}|${cmap}|${sc ? entries[1].key : ""}`,
+        key: `${entry.key}|${items.join(",")}|${n}|${cmap}|${sc ? `${entries[0].key}/${entries[1].key}` : ""}`,
         n: items.length, th, tw, avail, fill: cm.gap,
         codesOf: (i) => itemCodes(entry, items[i]),
         tableOf: (i) => tables(items[i]),

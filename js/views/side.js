@@ -1,12 +1,12 @@
 // The side-by-side view: the selected channel's filter, its feature map at full resolution,
 // the input with the map laid over it, and the attribution panels.
 import { h, setSrc, setText, show, suppressShortcuts } from "../dom.js";
-import { colourTables, decodeValue, layerStats, sharedScale } from "../colors.js";
+import { colourTables, decodeValue, diffNorm, layerStats, sharedScale } from "../colors.js";
 import { itemCodes } from "../codec.js";
 import { drawPlane } from "../draw.js";
 import { createLegend, describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
-import { currentLayer, formatNumber, hasFilters, versionOf } from "../state.js";
+import { currentLayer, formatNumber, hasFilters, versionOf, weightsVersion } from "../state.js";
 import { createAttribution } from "./attribution.js";
 import { createTopStrip } from "./top.js";
 import { createKernels } from "./kernels.js";
@@ -97,7 +97,7 @@ export function createSideView(ctx, hover, mainLegend) {
 
     setText(filter.heading, `Filter ${c}`);
     if (hasFilters(info)) {
-      const version = versionOf(model);
+      const version = weightsVersion(model);
       const f = version === null ? null : store.cache.find(version, "filters", layer, [c]);
       if (f) {
         const { norm, cmap } = resolveStyle(store.rules, "filters", model.get("norm"), model.get("cmap"));
@@ -140,7 +140,7 @@ export function createSideView(ctx, hover, mainLegend) {
         const both = describe(norm, colormap.lut, layerStats(scale.vmin, scale.vmax), "both images");
         if (norm === "channel") Object.assign(both, { low: formatNumber(scale.vmin[c]), high: formatNumber(scale.vmax[c]), caption: `channel ${c} of both images: min to max` });
         secondLegend.update(both);
-        const dn = norm.startsWith("channel") ? "channel_symmetric" : "symmetric";
+        const dn = diffNorm(norm);
         const bwr = store.rules.cmaps.get("bwr");
         drawPlane(diffCanvas, srcD.codes, srcD.h, srcD.w, Math.max(1, Math.floor(PANEL_PX / Math.max(srcD.h, srcD.w))), colourTables(srcD.entry, dn, bwr.lut, store.rules.nanColor)(c));
         setText(diff.heading, `Difference ${c}: first − second`);
@@ -162,7 +162,9 @@ export function createSideView(ctx, hover, mainLegend) {
       setText(mapNote, `${layer} · ${part} · range ${formatNumber(src.entry.vmin[c])} … ${formatNumber(src.entry.vmax[c])}`);
       if (src.scale > 1 && !store.rules.offline) ready = false;
     }
-    setSrc(input, model.get("_input_png") || "");
+    // the picture of the image shown: not one left from the previous image while it is on the way
+    const current = (model.get("_header") || {}).version === versionOf(model);
+    setSrc(input, current ? model.get("_input_png") || "" : "");
     attribution.update();
     top.update();
     return ready;

@@ -25,7 +25,9 @@ export function createTopStrip(ctx) {
           const button = h(
             "button",
             { type: "button", class: "fmw-top-item", "aria-label": `Open scanned image ${item.index} (score ${formatNumber(item.score)})`, title: String(item.source) },
-            h("img", { src: item.thumb, alt: "", draggable: "false" }),
+            item.thumb
+              ? h("img", { src: item.thumb, alt: "", draggable: "false" })
+              : h("span", { class: "fmw-top-missing" }, "no preview"),
             h("span", { class: "fmw-top-score" }, formatNumber(item.score)),
           );
           button.disabled = !!store.rules.offline;

@@ -5,8 +5,8 @@
 """
 
 from ._widget import FeatureMapExplorer
-from .preprocess import caffe_transform, imagenet_transform
 from .models import demo_model, pretrained_squeezenet, sample_image
+from .preprocess import caffe_transform, imagenet_transform
 
 __all__ = [
     "FeatureMapExplorer",

@@ -263,7 +263,7 @@ def layers(args: argparse.Namespace) -> int:
         print(f"{'layer':40s} {'type':22s} {'output (C, H, W)':20s} weight")
         for info in w._capture().layers:
             weight = "x".join(map(str, info.weight_shape)) if info.weight_shape else "-"
-            print(f"{info.name:40s} {info.type:22s} {str(info.out_shape):20s} {weight}")
+            print(f"{info.name:40s} {info.type:22s} {info.out_shape!s:20s} {weight}")
     return 0
 
 

@@ -82,7 +82,9 @@ class ExplorerAPI:
         self._capture()  # a closed explorer says so
         item = self._gallery.load(img, argname="img", name=name)
         index = self._gallery.add(item)
-        self._images = self._images_json()
+        with self.hold_sync():
+            self._images = self._images_json()
+            self._versions = self._versions_json()
         return index
 
     def set_image(self, img: Any) -> None:
@@ -91,9 +93,14 @@ class ExplorerAPI:
         On error nothing changes.
         """
         self._capture()
-        item = self._gallery.load(img)
+        old = self._gallery.items[self.image_index]
+        item = self._gallery.load(img, index=self.image_index)
         cap = self._gallery.run(item.x)
-        self._gallery.replace(self.image_index, item, cap)
+        item.thumb = None if len(self._gallery) > 1 else old.thumb
+        self._gallery.replace(self.image_index, item, cap, protect={self.compare})
+        # the filters view reads the model's weights again too (they may have been trained since)
+        self._weights_version += 1
+        self._rankings.clear()
         self._switch(self.image_index)
         self._answer()
 
@@ -153,9 +160,6 @@ class ExplorerAPI:
         [(17, 3.82), (5, 3.41)]
         """
         name = capture.resolve_layer(self.layer_names, layer or self.layer, argname="layer")
-        if by not in insight.RANKINGS or by == "channel":
-            choices = ", ".join(repr(k) for k in insight.RANKINGS if k != "channel")
-            raise ValueError(f"by={by!r} is not a score; choose one of {choices}.")
         if target is not None:
             target = checks.index_arg("target", target, self._n_classes(), "the model output (classes)")
         scores, _ = insight.channel_scores(self._model, self._x, name, by, target=target, device=self._device)
@@ -182,8 +186,9 @@ class ExplorerAPI:
             target = checks.index_arg("target", target, self._n_classes(), "the model output (classes)")
         key = ("cam", self._version, name, target)
         if key not in self._attrib_cache:
-            cam, _ = attribution.grad_cam(self._model, self._x, name, target, device=self._device)
+            cam, used = attribution.grad_cam(self._model, self._x, name, target, device=self._device)
             self._remember(key, cam)
+            self._remember(("cam_target", self._version, name, target), used)  # the class explained
         return self._attrib_cache[key].clone()
 
     def predictions(self, k: int = 5) -> list[tuple[Any, float]]:
@@ -194,10 +199,6 @@ class ExplorerAPI:
         if len(self._attrib_cache) >= 32:  # attribution results kept for repeated requests
             self._attrib_cache.pop(next(iter(self._attrib_cache)))
         self._attrib_cache[key] = value
-
-    def _top_indices(self, k: int) -> list[int]:
-        scores = attribution.class_scores(self._capture().output)
-        return [int(i) for i in torch.topk(scores, min(k, scores.numel())).indices]
 
     # ------------------------------------------------------------------ many images
     def scan(self, source: Any, *, layers: Any = None, k: int = 9, batch_size: int = 16):
@@ -244,20 +245,23 @@ class ExplorerAPI:
                 transform=self._transform, device=self._device, progress=progress,
                 should_stop=lambda: self._stop_requested,
             )
-        except BaseException:
+        except BaseException as err:
             self._scan = {"running": False, "done": self._scan.get("done", 0), "total": self._scan.get("total"),
-                          "failed": True, "elapsed": time.monotonic() - started}
+                          "failed": f"{type(err).__name__}: {err}"[:300], "elapsed": time.monotonic() - started}
             raise
         print()
         self._scan_result = result
+        self._scan_serial += 1
         self._scan = {"running": False, "done": result.n_images, "total": result.n_images, "stopped": result.stopped,
                       "reason": result.reason, "elapsed": time.monotonic() - started, "layers": list(result.layers)}
         self._answer()
         return result
 
-    def top_images(self, layer: str, channel: int, k: int = 9) -> list[TopPatch]:
+    def top_images(self, layer: str, channel: int, k: int | None = None) -> list[TopPatch]:
         """The last :meth:`scan`'s best images for ``channel`` of ``layer``, best first, each
-        with its score, the input region its strongest position sees, and that patch."""
+        with its score, the input region its strongest position sees, and that patch.
+
+        ``k`` caps how many (default: all the scan kept, its ``k``)."""
         if self._scan_result is None:
             raise ValueError("top_images: nothing was scanned yet; call w.scan(source) first.")
         result = self._scan_result
@@ -313,7 +317,7 @@ class ExplorerAPI:
             bundle.append(grids.maps_payload(self._cap, info, self._version, range(info.out_shape[0])))
             if info.weight_shape:
                 weight = capture.weight(self._model, name)
-                bundle.append(grids.filters_payload(weight, info, self._version, range(info.weight_shape[0]), bgr=self._bgr))
+                bundle.append(grids.filters_payload(weight, info, self._weights_version, range(info.weight_shape[0]), bgr=self._bgr))
         self._show_input()  # the side view's overlay
         # drop_defaults=False keeps the class-level _esm and _css in the saved state.
         # state=: this widget and what it needs only, not every widget alive in the kernel
@@ -327,7 +331,8 @@ class ExplorerAPI:
         snap = {
             "model": self._model_label, "info": info, "view": self.view, "channel": self.channel,
             "norm": norm, "cmap": cmap, "page": self.page, "page_size": self.page_size, "in_page": self.in_page,
-            "order": self._order(info), "ranking": self._ranking if self.sort != "channel" else None,
+            "order": self._order(info) if self.view == "maps" else None,
+            "ranking": self._ranking if self.view == "maps" and self._order(info) is not None else None,
             "labels": [item.label for item in self._gallery.items], "image_index": self.image_index,
             "compare": self.compare, "norm_choice": self.norm, "cmap_choice": self.cmap,
         }
@@ -335,28 +340,25 @@ class ExplorerAPI:
             snap["maps"] = grids.maps_payload(self._cap, info, self._version, range(info.out_shape[0]))
         if info.weight_shape and self.view != "maps":
             weight = capture.weight(self._model, info.name)
-            snap["filters"] = grids.filters_payload(weight, info, self._version, range(info.weight_shape[0]), bgr=self._bgr)
+            snap["filters"] = grids.filters_payload(weight, info, self._weights_version, range(info.weight_shape[0]), bgr=self._bgr)
         if self.view == "side":
             snap["map"] = grids.map_payload(self._cap, info, self._version, self.channel)
             snap["input"] = preprocess.display_image(self._x, self._transform)
         if self.compare >= 0 and self.compare != self.image_index and self.view != "filters":
             snap["compare_data"] = self._compare_snapshot(info)
         if self.view == "side" and self._scan_result is not None and info.name in self._scan_result.layers:
-            snap["top"] = [(t.patch, t.score, t.index) for t in self.top_images(info.name, self.channel)]
-            snap["scanned"] = self._scan_result.n_images
+            try:
+                snap["top"] = [(t.patch, t.score, t.index) for t in self.top_images(info.name, self.channel)]
+                snap["scanned"] = self._scan_result.n_images
+            except TypeError:  # a one-shot source (a generator) cannot be read again for patches
+                pass
         return snap
 
     def _compare_snapshot(self, info: capture.LayerInfo) -> dict:
         """The second image's payload and the difference, whole, for save_png."""
-        other, cap = self._gallery.capture(self.compare)
-        diff = self._difference(info.name, other)
-        if self.view == "maps":
-            items = range(info.out_shape[0])
-            return {"maps": grids.maps_payload(cap, info, other, items),
-                    "diff": insight.diff_payload(diff, info, self._version, other, "diff", items)}
-        c = range(self.channel, self.channel + 1)
-        return {"map": grids.map_payload(cap, info, other, self.channel),
-                "map_diff": insight.diff_payload(diff, info, self._version, other, "map_diff", c)}
+        other, cap = self._gallery.capture(self.compare, protect={self.image_index})
+        items = range(info.out_shape[0]) if self.view == "maps" else range(self.channel, self.channel + 1)
+        return self._compare_payloads(info, cap, other, items)
 
     def close(self) -> None:
         """Free the captured activations and close the comm."""
@@ -366,7 +368,15 @@ class ExplorerAPI:
             self._gallery.clear()
         self._scan_result = None
         self._cap = None
+        for name in ("_diff_kept", "_input_url"):
+            self.__dict__[name] = None
+        for name in ("_thumbs", "_rankings"):
+            if name in self.__dict__:
+                self.__dict__[name].clear()
         super().close()
         # the comm is closed: these clear Python's copies of the payloads without sending them
-        for name in ("_maps", "_filters", "_map", "_compare", "_attrib", "_top"):
+        for name in ("_maps", "_filters", "_map", "_compare", "_attrib", "_top", "_ranking"):
             self.set_trait(name, {})
+        for name in ("_images", "_versions"):
+            self.set_trait(name, [])
+        self.set_trait("_input_png", "")

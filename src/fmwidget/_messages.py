@@ -6,6 +6,7 @@ sends the current values back (so the page shows the truth again) and says why i
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 from traitlets import Int, TraitError
@@ -39,19 +40,26 @@ class Messages:
                 reasons.append(f"unknown field {str(key)[:40]!r} ignored")
         before = self._error
         with self.hold_sync():
-            for key in BROWSER_KEYS:
-                if key not in sync_data:
-                    continue
-                try:
-                    value = sync_data[key]
-                    # traitlets skips validation inside hold_trait_notifications (as set_state uses)
-                    # for a value equal to the current one: False == 0 would be stored as a bool.
-                    if isinstance(value, bool) and isinstance(self.traits()[key], Int):
-                        raise TraitError(f"{key} must be an int, got bool {value!r}.")
-                    super().set_state({key: value})
-                except (TraitError, TypeError, ValueError) as err:
-                    refused.append(key)
-                    reasons.append(checks.clip(str(err)))
+            # Each field is applied (and checked) on its own, with its derived changes; the
+            # answer is built once, for the whole update.
+            self._batching = True
+            try:
+                for key in BROWSER_KEYS:
+                    if key not in sync_data:
+                        continue
+                    try:
+                        value = sync_data[key]
+                        # traitlets skips validation inside hold_trait_notifications (as set_state
+                        # uses) for a value equal to the current one: False == 0 would stay a bool.
+                        if isinstance(value, bool) and isinstance(self.traits()[key], Int):
+                            raise TraitError(f"{key} must be an int, got bool {value!r}.")
+                        super().set_state({key: value})
+                    except (TraitError, TypeError, ValueError) as err:
+                        refused.append(key)
+                        reasons.append(checks.clip(str(err)))
+            finally:
+                self._batching = False
+            self._answer()
             if reasons:
                 # an answer's own error in this update (e.g. why the view went back) stays said
                 answered = self._error if self._error != before and not self._error.startswith("Refused") else ""
@@ -99,10 +107,19 @@ class Messages:
                 f"an image; use a smaller file (or pass it from Python with add_image)."
             )
         # checked as img is; the messages name the file ("dropped file 'x.png': the data ...")
-        item = self._gallery.load(data, argname=f"dropped file {name!r}", name=name)
+        self._open_new(self._gallery.load(data, argname=f"dropped file {name!r}", name=name), name)
+
+    def _open_new(self, item: Any, name: str) -> None:
+        """Add ``item`` and show it, once the model ran on it; on failure nothing changes."""
         index = self._gallery.add(item)
-        self._images = self._images_json()
-        self.image_index = index
+        try:
+            self._gallery.capture(index, protect={self.image_index, self.compare})
+        except Exception as err:
+            self._gallery.remove_last()
+            raise type(err)(f"{name}: {err}") from err
+        with self.hold_sync():
+            self._images = self._images_json()
+            self.image_index = index
 
     def _open_top(self, content: dict) -> None:
         """A click on one of the side view's top images: add that image and show it."""
@@ -112,9 +129,8 @@ class Messages:
         result = self._scan_result
         entry = result.top(self._top["layer"], self._top["channel"])[rank]
         x = result.input(entry.index)  # the model input as scanned: used as it is
-        label = entry.source if isinstance(entry.source, str) else f"scanned #{entry.index}"
-        index = self.add_image(x, name=str(label).rsplit("/", 1)[-1])
-        self.image_index = index
+        label = pathlib.PurePath(entry.source).name if isinstance(entry.source, str) else f"scanned #{entry.index}"
+        self._open_new(self._gallery.load(x, name=label), label)
 
     def _attribution(self, kind: str, content: dict) -> dict:
         if kind == "guided_backprop":
@@ -122,5 +138,5 @@ class Messages:
             return {"gbp": grids.gbp_payload(g, self.layer, self._version, self.channel)}
         target = content.get("target")
         cam = self.grad_cam(self.layer, target)  # checks target, with the same message
-        used = target if target is not None else self._top_indices(1)[0]
+        used = self._attrib_cache[("cam_target", self._version, self.layer, target)]
         return {"cam": grids.cam_payload(cam, self.layer, self._version, used, self._label(used))}

@@ -18,7 +18,7 @@ from typing import Any
 import anywidget
 from traitlets import Dict, Int, List, TraitError, Unicode, observe, validate
 
-from . import capture, checks, gallery, insight, models, rules
+from . import _answers, capture, checks, gallery, grids, insight, models, rules
 from ._answers import Answers
 from ._api import ExplorerAPI
 from ._messages import Messages
@@ -110,6 +110,7 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
     _layers = List(Dict()).tag(sync=True)
     _header = Dict().tag(sync=True)
     _images = List(Dict()).tag(sync=True)
+    _versions = List().tag(sync=True)
     _maps = Dict().tag(sync=True)
     _filters = Dict().tag(sync=True)
     _map = Dict().tag(sync=True)
@@ -154,6 +155,8 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
         self._ready = False
         self._attrib_cache: dict = {}
         self._scan_result = None
+        self._stop_requested = False
+        self.__dict__.update(_answers.new_state())
         self._gallery = gallery.Gallery(self._model, self._transform, layers, device)
         many = isinstance(img, (list, tuple))
         if many and not img:
@@ -183,10 +186,10 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
         super().__init__()
         self.on_msg(self._on_custom_msg)
 
-    def __enter__(self) -> "FeatureMapExplorer":
+    def __enter__(self) -> FeatureMapExplorer:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---------------------------------------------------------------- state
@@ -205,13 +208,14 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
     def _show_capture(self) -> None:
         """The traits that describe the current capture: header, layers, the image strip."""
         self._header = self._header_json()
-        self._layers = [{**info.to_json(), **self._layout(info)} for info in self._cap.layers]
+        self._layers = [{**info.to_json(), **grids.layout(info)} for info in self._cap.layers]
         self._images = self._images_json()
+        self._versions = self._versions_json()
         self._input_url = ""  # encoded when a view first needs it (_show_input)
 
     def _switch(self, index: int) -> None:
         """Show image ``index``: its capture (kept, or run now), then the answer."""
-        version, cap = self._gallery.capture(index)
+        version, cap = self._gallery.capture(index, protect={self.compare})
         self._version, self._cap = version, cap
         self._attrib_cache.clear()
         with self.hold_sync():
@@ -285,7 +289,14 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
         value = proposal["value"]
         if value == -1 and not isinstance(value, bool):
             return value
-        return checks.index("compare", value, len(self._gallery), "images (or -1 for none)")
+        checks.index("compare", value, len(self._gallery), "images (or -1 for none)")
+        mine, theirs = self._x.shape, self._gallery.items[value].x.shape
+        if mine != theirs:
+            raise TraitError(
+                f"compare={value}: image {value} is a {tuple(theirs[-2:])} input, image "
+                f"{self.image_index} a {tuple(mine[-2:])} one; compare images the transform brings to one size."
+            )
+        return value
 
     def _page_count(self, info: capture.LayerInfo | None = None) -> int:
         info = info or self._info()
@@ -334,6 +345,9 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
 
     @observe("page", "in_page", "compare", "sort")
     def _on_page(self, change: Any) -> None:
+        if change["name"] == "sort" and self._ready and self.sort == "channel":
+            with self._adjusting():  # back in channel order: the selected channel's page
+                self.page = min(self.channel // self.page_size, self._page_count() - 1)
         self._answer()
 
     @contextlib.contextmanager

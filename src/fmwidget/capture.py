@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -308,9 +308,3 @@ def weight(model: nn.Module, name: str) -> torch.Tensor | None:
     if not isinstance(module, nn.Conv2d):
         return None
     return module.weight.detach().to(device="cpu", dtype=torch.float32)
-
-
-def finite_range(values: np.ndarray) -> tuple[float, float]:
-    """(min, max) over the finite entries of ``values``; (nan, nan) when there are none."""
-    ok = values[np.isfinite(values)]
-    return (float(ok.min()), float(ok.max())) if ok.size else (float("nan"), float("nan"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from traitlets import TraitError
@@ -31,11 +32,11 @@ def choice(name: str, value: Any, options) -> Any:
 
 def index(name: str, value: Any, count: int, what: str) -> int:
     """``value`` if it is an int in ``0 .. count - 1``, else a TraitError that gives the range."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints too
         raise TraitError(f"{name} must be an int, got {type(value).__name__} {show(value)}.")
     if not 0 <= value < count:
         raise TraitError(f"{name}={show(value)} is out of range: {what} has {count}, so use 0 to {count - 1}.")
-    return value
+    return int(value)
 
 
 def index_arg(name: str, value: Any, count: int, what: str) -> int:

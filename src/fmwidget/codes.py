@@ -61,10 +61,6 @@ class Codes:
         """Bytes held: the codes plus the two ranges."""
         return self.codes.numel() + self.vmin.nbytes + self.vmax.nbytes
 
-    def select(self, channels: slice) -> "Codes":
-        """The codes and ranges of a contiguous block of channels (views, no copy)."""
-        return Codes(self.codes[channels], self.vmin[channels], self.vmax[channels], self.finite)
-
 
 def _ranges(flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
     """Exact float32 per-row finite (min, max) of a (C, N) tensor, and "all finite"."""

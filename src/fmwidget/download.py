@@ -68,7 +68,7 @@ def fetch(url: str, argname: str, timeout: float, limit: int) -> tuple[bytes, st
         if isinstance(reason, (TimeoutError, socket.timeout)):
             reason = f"no answer within {timeout:g} s"
         raise ConnectionError(f"{argname}: could not reach {url} ({reason}). {fix}") from err
-    except (TimeoutError, socket.timeout) as err:
+    except TimeoutError as err:
         raise ConnectionError(
             f"{argname}: {url} did not answer within {timeout:g} s. {fix}"
         ) from err

@@ -12,8 +12,9 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -55,10 +56,12 @@ def check_path(path: Any, suffixes: tuple[str, ...], argname: str = "path") -> P
     return target
 
 
-def png_data_url(rgb: np.ndarray) -> str:
-    """An (H, W, 3) uint8 picture as a PNG data URL (the input image the side view shows)."""
+def png_data_url(rgb: Any) -> str:
+    """An (H, W, 3) uint8 picture (array or PIL image) as a PNG data URL (the input image the
+    side view shows, thumbnails)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
+    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(np.ascontiguousarray(rgb))
+    img.save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -144,7 +144,7 @@ def _filters_panel(snap: dict, width: int, rows: np.ndarray, title: str) -> Pane
         layout = render.grid_layout(len(rows), rgb.shape[1], rgb.shape[2], width)
         legend = {"cmap": "gray", "low": "-max|w|", "high": "+max|w|", "zero": 0.5,
                   "caption": "RGB: each filter's weights per input colour, grey = 0"}
-        return Panel(title, render.draw_grid(rgb, None, layout, np.array([77, 77, 77], np.uint8)), legend, True)
+        return Panel(title, render.draw_grid(rgb, None, layout, render.hex_rgb(rules.COMPOSITE_GAP)), legend, True)
     ins = _page_items(w.shape[1], snap["in_page"], rules.IN_PAGE)
     kernels = w[:, ins].reshape(-1, w.shape[2], w.shape[3])
     tables = np.repeat(render.colour_tables(p["vmin"], p["vmax"], snap["norm"], snap["cmap"], rows), len(ins), axis=0)

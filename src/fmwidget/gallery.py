@@ -8,8 +8,6 @@ Every capture gets a new *version*: the browser caches grids by it.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,14 +16,14 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import capture, loading, preprocess
+from . import capture, export, loading, preprocess
 
 __all__ = ["KEEP", "KEEP_BYTES", "Gallery", "Item"]
 
 KEEP = 4
 """Captures kept (the most recently shown images); older ones are run again when shown."""
 KEEP_BYTES = 1 << 30
-"""Bytes of codes all kept captures may hold together (the current one is always kept)."""
+"""Bytes of codes all kept captures may hold together (the images shown are always kept)."""
 THUMB_PX = 72
 
 
@@ -65,44 +63,60 @@ class Gallery:
     def __len__(self) -> int:
         return len(self.items)
 
-    def load(self, img: Any, *, argname: str = "img", name: str | None = None) -> Item:
-        """Load and preprocess ``img`` (every check of ``img``); nothing is added or run."""
+    def load(self, img: Any, *, argname: str = "img", name: str | None = None, index: int | None = None) -> Item:
+        """Load and preprocess ``img`` (every check of ``img``); nothing is added or run.
+
+        ``index`` is the place it will take (for its default label; default: a new one).
+        """
         loaded = loading.load_image(img, argname=argname)
         x = preprocess.model_input(loaded, self.transform, argname=argname)
-        return Item(loaded, x, _label(img, len(self.items), name))
+        return Item(loaded, x, _label(img, len(self.items) if index is None else index, name))
 
     def add(self, item: Item) -> int:
         """Append a loaded image; return its index."""
         self.items.append(item)
         return len(self.items) - 1
 
-    def replace(self, index: int, item: Item, cap: capture.Capture) -> int:
+    def remove_last(self) -> None:
+        """Take back the image just added (its capture failed)."""
+        self._captures.pop(len(self.items) - 1, None)
+        self.items.pop()
+
+    def replace(self, index: int, item: Item, cap: capture.Capture, protect=()) -> int:
         """Put ``item`` (with its capture, already run) at ``index``; return the new version."""
         self.items[index] = item
-        self._captures.pop(index, None)
-        return self._keep(index, cap)
+        old = self._captures.pop(index, None)
+        if old is not None:
+            old[1].clear()
+        return self._keep(index, cap, protect)
 
-    def capture(self, index: int) -> tuple[int, capture.Capture]:
-        """(version, capture) of image ``index``: kept, or run now (the model runs once)."""
+    def capture(self, index: int, protect=()) -> tuple[int, capture.Capture]:
+        """(version, capture) of image ``index``: kept, or run now (the model runs once).
+
+        The captures of ``protect`` (the images shown) are never the ones dropped to make room.
+        """
         if index in self._captures:
             self._captures.move_to_end(index)
             return self._captures[index]
         cap = self.run(self.items[index].x)
-        return self._keep(index, cap), cap
+        return self._keep(index, cap, protect), cap
 
     def run(self, x: torch.Tensor) -> capture.Capture:
         """Capture the model on input ``x`` (nothing kept)."""
         return capture.capture(self.model, x, self.layers, device=self.device)
 
-    def _keep(self, index: int, cap: capture.Capture) -> int:
+    def _keep(self, index: int, cap: capture.Capture, protect=()) -> int:
         self._version += 1
         self._captures[index] = (self._version, cap)
         self._captures.move_to_end(index)
-        while len(self._captures) > 1 and (
-            len(self._captures) > KEEP or sum(c.nbytes for _, c in self._captures.values()) > KEEP_BYTES
-        ):
-            _, (_, old) = self._captures.popitem(last=False)
-            old.clear()
+        keep = {index, *protect}
+        while True:
+            if len(self._captures) <= KEEP and sum(c.nbytes for _, c in self._captures.values()) <= KEEP_BYTES:
+                break
+            drop = next((i for i in self._captures if i not in keep), None)  # least recently used first
+            if drop is None:
+                break
+            self._captures.pop(drop)[1].clear()
         return self._version
 
     def version(self, index: int) -> int | None:
@@ -110,24 +124,15 @@ class Gallery:
         kept = self._captures.get(index)
         return kept[0] if kept else None
 
-    def find(self, version: int) -> capture.Capture | None:
-        """The kept capture of ``version``, if it is still kept."""
-        for v, cap in self._captures.values():
-            if v == version:
-                return cap
-        return None
-
     def thumbnail(self, index: int) -> str:
         """A small PNG data URL of image ``index`` as the model saw it."""
-        rgb = preprocess.display_image(self.items[index].x, self.transform)
-        img = Image.fromarray(rgb)
+        img = Image.fromarray(preprocess.display_image(self.items[index].x, self.transform))
         img.thumbnail((THUMB_PX, THUMB_PX))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return export.png_data_url(img)
 
     def clear(self) -> None:
-        """Free every kept capture."""
+        """Free every kept capture and the images."""
         for _, cap in self._captures.values():
             cap.clear()
         self._captures.clear()
+        self.items.clear()

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .modelstate import StopForward, check_device, model_errors, model_input, model_state
+from .modelstate import (
+    StopForward,
+    check_device,
+    model_errors,
+    model_input,
+    model_state,
+)
 
 __all__ = [
     "as_index",

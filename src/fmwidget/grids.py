@@ -69,19 +69,29 @@ def _select(c: codes.Codes, items) -> tuple[torch.Tensor, dict]:
     return c.codes.index_select(0, index), {"first": int(index[0]) if len(index) else 0, "items": [int(i) for i in index]}
 
 
-def maps_payload(cap: Capture, info: LayerInfo, version: int, items) -> dict:
-    """The grid of the layer's maps for ``items`` (a range or a list of channels): kind ``"maps"``."""
+def _codes(source: Capture | codes.Codes, info: LayerInfo) -> codes.Codes:
+    return source if isinstance(source, codes.Codes) else source.codes(info.name)
+
+
+def maps_payload(source: Capture | codes.Codes, info: LayerInfo, version: int, items, *, kind: str = "maps", other: int | None = None) -> dict:
+    """The grid of the layer's maps for ``items`` (a range or a list of channels): kind ``"maps"``.
+
+    ``source`` is the capture, or the codes of a difference (kind ``"diff"``, with ``version``
+    and ``other`` the two captures, first minus second).
+    """
     lay = layout(info)
-    c = cap.codes(info.name)
+    c = _codes(source, info)
     picked, where = _select(c, items)
     tiles = codes.shrink(picked, lay["scale"], finite=c.finite)
-    return codec.payload("maps", info.name, version, tiles.numpy(), c, scale=lay["scale"], **where)
+    extra = {"other": other} if other is not None else {}
+    return codec.payload(kind, info.name, version, tiles.numpy(), c, scale=lay["scale"], **where, **extra)
 
 
-def map_payload(cap: Capture, info: LayerInfo, version: int, channel: int) -> dict:
-    """One channel at full resolution: kind ``"map"``."""
-    c = cap.codes(info.name)
-    return codec.payload("map", info.name, version, c.codes[channel : channel + 1].numpy(), c, first=channel)
+def map_payload(source: Capture | codes.Codes, info: LayerInfo, version: int, channel: int, *, kind: str = "map", other: int | None = None) -> dict:
+    """One channel at full resolution: kind ``"map"`` (or ``"map_diff"`` of a difference)."""
+    c = _codes(source, info)
+    extra = {"other": other} if other is not None else {}
+    return codec.payload(kind, info.name, version, c.codes[channel : channel + 1].numpy(), c, first=channel, **extra)
 
 
 def filters_payload(weight: torch.Tensor, info: LayerInfo, version: int, items: range, *, bgr: bool = False) -> dict:

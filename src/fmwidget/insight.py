@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from . import attribution, capture, codec, codes, grids
+from . import attribution, capture, codes
 from .rules import RANKINGS
 
-__all__ = ["RANKINGS", "channel_scores", "diff_payload", "difference", "rank"]
+__all__ = ["RANKINGS", "channel_scores", "difference", "encode_difference", "rank"]
 
 
 def channel_scores(model, x: torch.Tensor, name: str, by: str, *, target: int | None = None, device=None) -> tuple[torch.Tensor, int | None]:
@@ -76,18 +76,6 @@ def difference(model, x1: torch.Tensor, x2: torch.Tensor, name: str, *, device=N
     return a - b
 
 
-def diff_payload(diff: torch.Tensor, info: capture.LayerInfo, version: int, other: int, kind: str, items) -> dict:
-    """A difference as a data payload: kind ``"diff"`` (a grid of ``items``, shrunk like the
-    maps) or ``"map_diff"`` (one channel at full resolution); ``version`` and ``other`` name the
-    two captures (first minus second)."""
-    c = codes.encode(diff)
-    if kind == "map_diff":
-        return codec.payload(kind, info.name, version, c.codes[items.start : items.stop].numpy(), c, first=items.start, other=other)
-    lay = grids.layout(info)
-    if isinstance(items, range):
-        picked, where = c.codes[items.start : items.stop], {"first": items.start}
-    else:
-        picked = c.codes.index_select(0, torch.as_tensor(list(items), dtype=torch.long))
-        where = {"first": int(items[0]), "items": [int(i) for i in items]}
-    tiles = codes.shrink(picked, lay["scale"], finite=c.finite)
-    return codec.payload(kind, info.name, version, tiles.numpy(), c, other=other, scale=lay["scale"], **where)
+def encode_difference(diff: torch.Tensor) -> codes.Codes:
+    """A difference's codes, each channel between its own exact min and max (as maps)."""
+    return codes.encode(diff)

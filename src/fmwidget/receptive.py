@@ -59,8 +59,8 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -28,7 +28,7 @@ import numpy as np
 from . import rules
 from .codes import LEVELS, NAN_CODE
 
-__all__ = ["colour_tables", "shared_scale", "composite", "draw_grid", "gbp_image", "grid_layout", "hex_rgb", "layer_stats", "plane_image"]
+__all__ = ["colour_tables", "composite", "draw_grid", "gbp_image", "grid_layout", "hex_rgb", "layer_stats", "plane_image", "shared_scale"]
 
 MIN_TILE_PX = 48
 MAX_ZOOM = 8

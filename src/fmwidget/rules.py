@@ -16,9 +16,9 @@ from .codes import LEVELS, MAX_TILE, NAN_CODE
 from .loading import MAX_DOWNLOAD_BYTES as MAX_UPLOAD_BYTES
 
 __all__ = [
+    "BROWSER_CACHE_BYTES",
     "CMAPS",
     "GRID_CAP_BYTES",
-    "BROWSER_CACHE_BYTES",
     "IN_PAGE",
     "NORMS",
     "PAGE_SIZES",
@@ -48,6 +48,7 @@ CMAPS = {
 }
 CAM_CMAP = ("turbo", "turbo")  # Grad-CAM's own colormap: (our name, catalog name)
 NAN_COLOR = "#ff00ff"  # magenta: in none of the colormaps
+COMPOSITE_GAP = "#4d4d4d"  # between a first layer's RGB filter composites (grey 0 is #808080)
 AUTO = {
     "maps": ("channel", "viridis"),
     "filters": ("channel_symmetric", "bwr"),
@@ -114,6 +115,7 @@ def config() -> dict:
         "levels": LEVELS,
         "nan_code": NAN_CODE,
         "nan_color": NAN_COLOR,
+        "composite_gap": COMPOSITE_GAP,
         "max_tile": MAX_TILE,
         "grid_cap_bytes": GRID_CAP_BYTES,
         "cache_bytes": BROWSER_CACHE_BYTES,

@@ -473,7 +473,12 @@ def scan(
         if src.get is None:  # a one-shot iterable: the result must not keep it (or its data)
             src.iterate = lambda: iter(())
 
-    n_images, shapes, tables = scanner.done, scanner.shapes, scanner.layer_tables()
+    while True:  # an interrupt that lands here (Stop, late) still ends the scan cleanly
+        try:
+            n_images, shapes, tables = scanner.done, scanner.shapes, scanner.layer_tables()
+            break
+        except KeyboardInterrupt:
+            stopped, reason = True, "KeyboardInterrupt"
     if n_images == 0 and not stopped:
         raise ValueError(
             f"source: the {src.kind} yielded no images; pass a source with at least one image."

@@ -7,9 +7,8 @@ a bound small enough (4 MiB) that the cache must evict, and keeps drawing.
 import json
 import textwrap
 
-import pytest
-
 import nbdrive
+import pytest
 
 pytestmark = pytest.mark.e2e
 

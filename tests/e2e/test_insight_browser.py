@@ -8,9 +8,8 @@ in the DOM and on the kernel side (the observer's JSON file).
 import base64
 import textwrap
 
-import pytest
-
 import nbdrive
+import pytest
 from nbdrive import read_state, wait_state
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +21,7 @@ except ImportError:  # the `chromium` fixture skips with the reason
 
 N_SCAN = 400  # images in the scan: enough that it is still running when Stop is clicked
 
-CELL = textwrap.dedent(f"""\
+CELL = textwrap.dedent("""\
     import skimage.data, torch
     from PIL import Image
     from fmwidget import FeatureMapExplorer, sample_image

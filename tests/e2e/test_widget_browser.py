@@ -17,12 +17,11 @@ import statistics
 import textwrap
 import time
 
+import nbdrive
 import numpy as np
 import pytest
-from PIL import Image
-
-import nbdrive
 from nbdrive import layer_names, read_state, wait_state
+from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
