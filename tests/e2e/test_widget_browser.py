@@ -113,7 +113,14 @@ CODES_CELL = textwrap.dedent("""\
     pathlib.Path("codes.bin").write_bytes(_shrink(_c.codes, _layout(_info)["scale"]).numpy().tobytes())
     w.save_png("view.png", width=_req["avail"])
 """)
-SLEEP_CELL = "import time\ntime.sleep(20)"
+# Keeps the kernel busy until the test writes "wake" (two minutes at most); "sleeping" says it began.
+SLEEP_CELL = textwrap.dedent("""\
+    import time
+    pathlib.Path("sleeping").write_text("1")
+    _t0 = time.monotonic()
+    while not pathlib.Path("wake").exists() and time.monotonic() - _t0 < 120:
+        time.sleep(0.05)
+""")
 
 # In-page timing helpers: from the input event to the frame that shows its result, painted.
 TIMING_JS = """() => {
@@ -403,7 +410,10 @@ def test_feature_map_explorer_in_jupyter(jupyter_server, browser, timings, artif
     # 9) with the kernel busy (a cell sleeping), colormap, page and channel still repaint
     page.evaluate("() => { const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = 3;"
                   " window.jupyterapp.commands.execute('notebook:run-cell'); }")
-    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'busy'")
+    deadline = time.monotonic() + 60
+    while not (root / "sleeping").exists():
+        assert time.monotonic() < deadline, "the sleeping cell never started"
+        time.sleep(0.05)
     page.evaluate(TIMING_JS)
     draws = int(canvas.get_attribute("data-draws"))
     page.locator('select[aria-label="Colormap"]').select_option("gray")
@@ -414,6 +424,8 @@ def test_feature_map_explorer_in_jupyter(jupyter_server, browser, timings, artif
     page.evaluate("(i) => window.__fmw.tile(i)", 2)
     expect(page.locator(".fmw-maps-view .fmw-tile-label")).to_have_text(str(int(canvas.get_attribute("data-first")) + 2))
     assert page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") == "busy"
+    assert not (root / "wake").exists()
+    (root / "wake").write_text("1")
     page.wait_for_function(nbdrive.IDLE_JS, timeout=60_000)
     wait_state(root, lambda s: s["cmap"] == "gray", "the colormap chosen while busy")
 
