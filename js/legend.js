@@ -8,9 +8,12 @@ import { formatNumber } from "./state.js";
  * ranges the `stats` ({low, high, big}) summarise.
  */
 export function describe(norm, lut, stats, what) {
-  if (norm === "channel") return { lut, low: "min", high: "max", zero: null, caption: `${what}: each its own min to max` };
+  // Compared images share each channel's scale: say so, not "each its own".
+  const shared = what === "both images";
+  const each = shared ? "each channel, one scale over both images," : `${what}: each its own`;
+  if (norm === "channel") return { lut, low: "min", high: "max", zero: null, caption: `${each} min to max` };
   if (norm === "channel_symmetric") {
-    return { lut, low: "−max|v|", high: "+max|v|", zero: 0.5, caption: `${what}: each its own scale, 0 in the middle` };
+    return { lut, low: "−max|v|", high: "+max|v|", zero: 0.5, caption: `${each}${shared ? "" : " scale,"} 0 in the middle` };
   }
   if (norm === "layer") {
     const { low, high } = stats;

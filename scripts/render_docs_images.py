@@ -27,7 +27,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket(), skimage.data.camera(),
               skimage.data.coins(), skimage.data.horse(), skimage.data.clock(), skimage.data.brick(),
-              skimage.data.immunohistochemistry(), skimage.data.hubble_deep_field(), np.asarray(sample_image())]
+              skimage.data.immunohistochemistry(), skimage.data.hubble_deep_field(), skimage.data.grass(),
+              skimage.data.gravel(), skimage.data.moon(), skimage.data.colorwheel(), skimage.data.retina(),
+              skimage.data.cell(), np.asarray(sample_image())]
     with FeatureMapExplorer("squeezenet", [sample_image(), skimage.data.astronaut()]) as w:
         # the 96 first-layer filters: oriented edges and colour-opponent blobs
         w.view, w.page_size = "filters", 128
@@ -41,8 +43,7 @@ def main() -> None:
         w.layer, w.sort, w.page_size = "features.12.expand3x3", "max", 64
         _save(w, "sorted.png", width=600)
         w.sort = "channel"
-        w.scan([p for photo in photos for p in (photo, np.ascontiguousarray(photo[:, ::-1]))],
-               layers=["features.12.expand3x3"], k=6, batch_size=8)
+        w.scan(photos, layers=["features.12.expand3x3"], k=6, batch_size=8)
         best = w.rank_channels("features.12.expand3x3", by="max")[0][0]
         w.channel, w.view = best, "side"
         _save(w, "top-images.png", width=900)

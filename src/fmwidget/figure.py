@@ -48,11 +48,13 @@ def _fmt(value: float) -> str:
 def legend_for(norm: str, cmap: str, vmin: np.ndarray, vmax: np.ndarray, what: str) -> dict:
     """What the colours of a panel mean: the same words as the browser's legend (js/legend.js)."""
     low, high, big = render.layer_stats(vmin, vmax)
+    shared = what == "both images"  # compared images share each channel's scale: not "each its own"
+    each = "each channel, one scale over both images," if shared else f"{what}: each its own"
     if norm == "channel":
-        return {"cmap": cmap, "low": "min", "high": "max", "zero": None, "caption": f"{what}: each its own min to max"}
+        return {"cmap": cmap, "low": "min", "high": "max", "zero": None, "caption": f"{each} min to max"}
     if norm == "channel_symmetric":
         return {"cmap": cmap, "low": "-max|v|", "high": "+max|v|", "zero": 0.5,
-                "caption": f"{what}: each its own scale, 0 in the middle"}
+                "caption": f"{each}{'' if shared else ' scale,'} 0 in the middle"}
     if norm == "layer":
         zero = (-low / (high - low)) if high > low and low < 0 < high else None
         return {"cmap": cmap, "low": _fmt(low), "high": _fmt(high), "zero": zero, "caption": f"{what}: one scale for the layer"}
@@ -231,9 +233,22 @@ def _filter_panel(snap: dict, c: int, norm: str, cmap: str, width: int) -> Panel
     return Panel(f"filter {c}: {what}", render.draw_grid(kernels, None, layout, gap), legend)
 
 
+def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` pixels, broken at spaces (a long word stays whole)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        longer = f"{line} {word}" if line else word
+        if line and font.getlength(longer) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = longer
+    return [*lines, line]
+
+
 def _compose(title: str, panels: list[Panel], width: int) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
     font, big = _font(TEXT_PX), _font(TITLE_PX)
-    placed, x, y, row_h, grid_box = [], MARGIN, MARGIN + TITLE_PX + 12, 0, None
+    placed, x, y, row_h, grid_box = [], MARGIN, 0, 0, None
     for panel in panels:
         pic = Image.fromarray(panel.image)
         legend = _legend_image(panel.legend, pic.width) if panel.legend else None
@@ -244,10 +259,14 @@ def _compose(title: str, panels: list[Panel], width: int) -> tuple[Image.Image, 
         placed.append((x, y, panel, pic, legend))
         x, row_h = x + w + 24, max(row_h, h)
     total_w = max(MARGIN + width, max(px + max(pic.width, lg.width if lg else 0) for px, _, _, pic, lg in placed)) + MARGIN
-    out = Image.new("RGB", (total_w, y + row_h + MARGIN), "white")
+    lines = _wrap(title, big, total_w - 2 * MARGIN)  # the title never runs off the picture
+    top = MARGIN + len(lines) * (TITLE_PX + 4) + 8
+    out = Image.new("RGB", (total_w, top + y + row_h + MARGIN), "white")
     draw = ImageDraw.Draw(out)
-    draw.text((MARGIN, MARGIN), title, fill="black", font=big)
+    for i, line in enumerate(lines):
+        draw.text((MARGIN, MARGIN + i * (TITLE_PX + 4)), line, fill="black", font=big)
     for px, py, panel, pic, legend in placed:
+        py += top
         draw.text((px, py), panel.title, fill=(60, 60, 60), font=font)
         out.paste(pic, (px, py + TEXT_PX + 6))
         if panel.is_grid and grid_box is None:

@@ -9,8 +9,7 @@ merge (a ``topk`` over every channel of every layer at once, stacked) updates th
 sources (``ScanResult.sources``). The forward pass stops after the last chosen layer.
 
 :class:`ScanResult` answers :meth:`~ScanResult.top` (a channel's best images, with the box of
-the input each maximum sees, from :mod:`fmwidget.receptive`) and :meth:`~ScanResult.patch`
-(that box as the model saw it, re-read from the source).
+the input each maximum sees) and :meth:`~ScanResult.patch` (that box, re-read from the source).
 
 Semantics
 ---------
@@ -28,9 +27,8 @@ Bad items
     An item that cannot be read or preprocessed (a corrupt file, a dict or a bare label from a
     dataset, an input of another size than the first) raises at once: a ``TypeError``,
     ``ValueError`` or ``OSError`` whose message names ``source[i]`` (and the file), what was
-    wrong and how to fix it. Nothing is returned (the images scanned before it are dropped),
-    the model is left untouched. Scanning a folder with a broken file therefore means removing
-    or fixing the file; nothing is skipped silently.
+    wrong and how to fix it. Nothing is returned and nothing is skipped silently: remove or fix
+    the file. The model is left untouched.
 Ties and NaN
     Equal maxima keep the earlier image first (a stable merge). A map with a NaN scores
     ``-inf``, so broken outputs rank last.
