@@ -75,8 +75,9 @@ def check_device(model: nn.Module, device: torch.device | str | None) -> torch.d
         raise ValueError(f"device={device!r} is not a torch device; use e.g. 'cpu' or 'cuda:0'.") from err
     if wanted.type == "meta":
         raise ValueError(
-            "device='meta' holds no values, so there is nothing to show; pass device=None (the "
-            "input follows the model) or the device the model's parameters are on, e.g. 'cpu'."
+            "device='meta' holds no values, so there is nothing to show. fmwidget never moves "
+            "your model: pass device=None (the input follows the model) or the device the "
+            "model's parameters are on, e.g. 'cpu'."
         )
     stateless = next(iter(model.parameters()), None) is None and next(iter(model.buffers()), None) is None
     if stateless:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import ModelError, model_device, model_state, resolve_layer
+from .capture import ModelError, check_device, model_state, resolve_layer
 from .scanresult import ScanResult, TopImage
 from .sources import IMAGE_EXTENSIONS, load_item, open_source, unpack_item
 
@@ -289,24 +289,6 @@ def _check_int(value: Any, name: str, what: str) -> int:
     return int(value)
 
 
-def _device(model: nn.Module, device: Any) -> torch.device:
-    own = model_device(model)
-    if device is None:
-        return own
-    try:
-        wanted = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a torch device; use e.g. 'cpu' or 'cuda:0'.") from err
-    has_state = next(itertools.chain(model.parameters(), model.buffers()), None) is not None
-    if has_state and not (wanted.type == own.type and wanted.index in (None, own.index)):
-        raise ValueError(
-            f"device={str(wanted)!r}, but the model's parameters are on {str(own)!r}. fmwidget "
-            f"never moves your model: pass device=None (the images follow the model), or move "
-            f"the model yourself with model.to({str(wanted)!r})."
-        )
-    return own if has_state else wanted
-
-
 def _layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
     if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
         hint = f" For one layer pass [{layers!r}]." if isinstance(layers, str) else ""
@@ -410,7 +392,7 @@ def scan(
     for name, fn in (("progress", progress), ("should_stop", should_stop)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}.")
-    dev = _device(model, device)
+    dev = check_device(model, device)
     dtype = _model_dtype(model)
     src = open_source(source)
 
