@@ -150,6 +150,14 @@ def test_fmwidget_demo_opens_a_working_quickstart(demo_server, browser, artifact
         assert "URLError" not in notes.locator("summary").inner_text()
     model_name = page.locator(".fmw-model")
     expect(model_name).to_have_text(re.compile(r"squeezenet|resnet", re.IGNORECASE))
+    # The quickstart's words are the widget's: it names every view button and the layer arrows
+    # as they appear on screen.
+    words = "".join("".join(c["source"]) for c in json.loads(before["notebook"])["cells"] if c["cell_type"] == "markdown")
+    labels = page.locator("button[data-view]").all_inner_texts()
+    labels += [page.locator(f'button[aria-label="{a}"]').inner_text() for a in ("Previous layer", "Next layer")]
+    assert len(labels) == 5, labels
+    for label in labels:
+        assert label.strip() and label.strip() in words, f"the quickstart does not name the {label!r} button"
 
     # Every cell ran, and none raised (the offline fallback's warning is fine).
     page.wait_for_function(ALL_CELLS_RUN_JS, timeout=RENDER_TIMEOUT_MS)
