@@ -227,10 +227,12 @@ def run_case(model_name: str, size: int, args) -> dict:
         page = Path(tmp) / "export.html"
         ms = timed(lambda: w.to_html(page))
         rows.append(row("export", [ms], file_bytes=page.stat().st_size, codes_bytes=export_codes(page)))
-    nbytes = w._capture().nbytes  # codes plus ranges, as the capture holds them
+    cap = w._capture()  # what the capture holds: codes plus exact ranges
+    nbytes = cap.nbytes
+    codes_bytes = sum(cap.codes(name).codes.numel() for name in cap.names)
     w.close()
     mem = memory(model_name, size, list(dict.fromkeys(picks.values())), args.threads)
-    mem.update(kept_bytes=nbytes, float32_bytes=offered, kept_ratio=nbytes / offered, codes_bytes=offered // 4)
+    mem.update(kept_bytes=nbytes, float32_bytes=offered, kept_ratio=nbytes / offered, codes_bytes=codes_bytes)
     return {
         "model": model_name, "size": size, "layers": len(infos), "rows": rows,
         "memory": mem, "load": [load_before, load()],

@@ -150,7 +150,7 @@ function render({ model, el }) {
     root.dataset.cacheBytes = String(store.cache.bytes);
   }
 
-  ctx.on("layer channel view norm cmap page page_size in_page image_index compare sort _layers _images _versions _header _ranking _attrib _input_png _top", update);
+  ctx.on("layer channel view norm cmap page page_size in_page image_index compare sort _layers _images _versions _header _ranking _attrib _input_png _top _status", update);
   // New data is drawn as it arrives (it is what the selection waits for), not a frame later.
   ctx.cleanup(store.subscribe(() => update()));
   // Redraw when the widget's width changes (grids use the width they have).

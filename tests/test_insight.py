@@ -163,3 +163,11 @@ def test_numpy_ints_select_like_python_ints(tiny_model, tiny_input):
         w.channel = np.int64(3)
         w.image_index = np.int64(1)
         assert (w.channel, w.image_index) == (3, 1) and type(w.channel) is int
+
+
+def test_guided_backprop_position_as_list_or_tuple(tiny_model, tiny_input):
+    with FeatureMapExplorer(tiny_model, tiny_input) as w:
+        as_tuple = w.guided_backprop("dw", 1, position=(3, 4))
+        assert torch.equal(w.guided_backprop("dw", 1, position=[3, 4]), as_tuple)
+        assert not torch.equal(w.guided_backprop("dw", 1, position=(0, 0)), as_tuple)
+        assert hooks_of(tiny_model) == 0

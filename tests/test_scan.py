@@ -248,6 +248,17 @@ def test_folder_source_recursive_sorted(tmp_path):
     assert scan(model, tmp_path, layers=["conv1"], transform=imagenet_transform(40, 32)).n_images == 4
 
 
+def test_a_file_gone_after_the_scan_gives_a_plain_error(tmp_path):
+    for i in range(3):
+        _save(tmp_path / f"{i}.png", i)
+    res = scan(TinyCNN().eval(), tmp_path, layers=["conv1"], k=3, transform=imagenet_transform(40, 32))
+    best = res.top("conv1", 0)[0]
+    Path(best.source).unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        res.patch(best)
+    assert Path(best.source).name in str(info.value) and "scan stopped" not in str(info.value)
+
+
 def test_dataset_pairs_and_one_shot_iterable():
     images = _images(7, size=24)
 
@@ -518,6 +529,20 @@ def test_receptive_field_equals_analytic(chain):
     for i in range(h):
         for j in range(w):
             assert rf.box(i, j) == _analytic_box(layers, size, i, j), (i, j)
+
+
+def test_receptive_field_is_measured_inside_inference_mode_too():
+    build, size = CHAINS["no_padding"]
+    torch.manual_seed(0)
+    model = nn.Sequential(*build())
+    outside = receptive_field(model, "3", (size, size))
+    before = snapshot(model)
+    with torch.inference_mode():
+        inside = receptive_field(model, "3", (size, size))
+    assert inside.measured and inside == outside
+    assert_untouched(model, before)
+    with pytest.raises(ValueError, match="never moves your model"):
+        receptive_field(model, "3", (size, size), device="meta")
 
 
 def test_receptive_field_of_resnet18_layers():

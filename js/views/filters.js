@@ -71,9 +71,8 @@ export function createFiltersView(ctx, hover, legend) {
   }
 
   function labels(canvas, width, height, items) {
-    const dpr = 1;
-    canvas.width = width * dpr;
-    canvas.height = height * dpr;
+    canvas.width = width;
+    canvas.height = height;
     canvas.style.width = `${width}px`;
     canvas.style.height = `${height}px`;
     const g = canvas.getContext("2d");

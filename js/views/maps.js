@@ -84,7 +84,7 @@ export function createMapsView(ctx, hover, legend) {
     el.classList.toggle("fmw-waiting", !ready);
     if (!ready) {
       if (!entries[0]) legend.update(null);
-      setText(note, store.rules.offline && !entries[0] ? `${layer} is not in this saved page.` : note.textContent);
+      if (store.rules.offline && !entries[0]) setText(note, `${layer} is not in this saved page.`);
       return false;
     }
     shown = { items, entries };

@@ -6,10 +6,11 @@ import { itemCodes } from "../codec.js";
 import { drawPlane } from "../draw.js";
 import { createLegend, describe } from "../legend.js";
 import { resolveStyle } from "../rules.js";
-import { currentLayer, formatNumber, hasFilters, versionOf, weightsVersion } from "../state.js";
+import { currentLayer, formatNumber, hasFilters, versionOf } from "../state.js";
 import { createAttribution } from "./attribution.js";
 import { createTopStrip } from "./top.js";
 import { createKernels } from "./kernels.js";
+import { filtersEntry } from "./filters.js";
 
 const PANEL_PX = 280;
 
@@ -97,8 +98,7 @@ export function createSideView(ctx, hover, mainLegend) {
 
     setText(filter.heading, `Filter ${c}`);
     if (hasFilters(info)) {
-      const version = weightsVersion(model);
-      const f = version === null ? null : store.cache.find(version, "filters", layer, [c]);
+      const f = filtersEntry(ctx, [c]);
       if (f) {
         const { norm, cmap } = resolveStyle(store.rules, "filters", model.get("norm"), model.get("cmap"));
         kernels.draw(f, c, { norm, cmap, avail: PANEL_PX });

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import attribution, capture, export, grids, insight, preprocess
+from . import attribution, capture, codes, export, grids, insight, preprocess
 
 _THUMBS_KEPT = 64  # top-image thumbnails kept (a channel's strip is about 9 of ~5 KB each)
 _RANKINGS_KEPT = 16  # rankings kept, by (layer, capture, score): going back to a layer is free
@@ -167,7 +167,7 @@ class Answers:
         if self._diff_kept is None or self._diff_kept[0] != key:
             x2 = self._gallery.items[self.compare].x
             diff = insight.difference(self._model, self._x, x2, layer, device=self._device)
-            self._diff_kept = (key, insight.encode_difference(diff))
+            self._diff_kept = (key, codes.encode(diff))  # each channel its own exact range
         return self._diff_kept[1]
 
     def _top_json(self, info: capture.LayerInfo) -> dict:

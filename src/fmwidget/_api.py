@@ -166,16 +166,18 @@ class ExplorerAPI:
         return insight.rank(scores)
 
     # ------------------------------------------------------------------ attribution
-    def guided_backprop(self, name: str, channel: int, **kwargs: Any) -> torch.Tensor:
+    def guided_backprop(self, name: str, channel: int, position: Any = None) -> torch.Tensor:
         """Guided backpropagation of a channel to the input, (3, H, W): what in this image makes
         the channel fire (see :func:`fmwidget.attribution.guided_backprop` for the definition
-        and the ``position`` option)."""
+        and ``position``: None, ``"max"`` or ``(i, j)``)."""
         name = capture.resolve_layer(self.layer_names, name, argname="name")
         count = self._capture().info(name).out_shape[0]
         checks.index_arg("channel", channel, count, f"layer {name!r}")
-        key = ("gbp", self._version, name, channel, tuple(sorted(kwargs.items())))
+        if isinstance(position, list):  # a list works as a tuple does, and can be a cache key
+            position = tuple(position)
+        key = ("gbp", self._version, name, channel, position)
         if key not in self._attrib_cache:
-            g = attribution.guided_backprop(self._model, self._x, name, channel, device=self._device, **kwargs)
+            g = attribution.guided_backprop(self._model, self._x, name, channel, device=self._device, position=position)
             self._remember(key, g)
         return self._attrib_cache[key].clone()
 

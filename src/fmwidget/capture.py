@@ -28,14 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import codes as codec
-from .modelstate import (  # noqa: F401 - re-exported: the attribution and scan modules use them
+from .codes import Codes, decode, encode
+from .modelstate import (  # ModelError, model_device, model_state, check_device: re-exported
     ModelError,
     StopForward,
     check_device,
     forward,
     model_device,
-    model_errors,
     model_input,
     model_state,
 )
@@ -84,7 +83,7 @@ class Capture:
 
     layers: list[LayerInfo]
     output: Any = None
-    _store: dict[str, codec.Codes] = field(default_factory=dict, repr=False)
+    _store: dict[str, Codes] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -96,7 +95,7 @@ class Capture:
                 return info
         raise KeyError(name)
 
-    def codes(self, name: str) -> codec.Codes:
+    def codes(self, name: str) -> Codes:
         """The layer's codes and exact per-channel ranges."""
         return self._store[name]
 
@@ -109,7 +108,7 @@ class Capture:
 
         Each value is within half a step, ``(max - min) / 508``, of the true output.
         """
-        return codec.decode(self._store[name], channels)
+        return decode(self._store[name], channels)
 
     def stats(self, name: str) -> dict:
         """Exact float32 per-channel ``min`` and ``max`` (finite values only) and ``finite``."""
@@ -212,7 +211,7 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Any = None, *, device: to
     dev = check_device(model, device)
     candidates, explicit = _candidates(model, layers)
     calls: Counter = Counter()
-    store: dict[str, codec.Codes] = {}
+    store: dict[str, Codes] = {}
     not_4d: dict[str, str] = {}
 
     def hook(module: nn.Module, _inputs: Any, out: Any) -> None:  # returns None: output untouched
@@ -221,7 +220,7 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Any = None, *, device: to
         if calls[name] > 1:
             return
         if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] >= 1:
-            store[name] = codec.encode(out[0].detach())
+            store[name] = encode(out[0].detach())
         else:
             not_4d[name] = (
                 f"a {out.dim()}-D tensor {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"

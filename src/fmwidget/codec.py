@@ -1,14 +1,16 @@
 """The wire format of the data traits: the one place that knows how arrays travel.
 
-Every data trait (``_maps``, ``_filters``, ``_map`` and the attribution results in ``_attrib``)
+Every data trait (``_maps``, ``_filters``, ``_map``, the payloads in ``_compare`` and the
+attribution results in ``_attrib``)
 holds a *payload*: a JSON object whose arrays are base64 strings of their raw little-endian
 bytes (uint8 codes, float32 ranges). Raw bytes, not PNG, so the browser reads exactly the codes
 written here with nothing in between (``js/codec.js`` is the other end).
 
 A payload::
 
-    {"format": 1, "kind": "maps" | "filters" | "map" | "gbp" | "cam",
-     "layer": str, "version": int,          # which capture it comes from
+    {"format": 1, "kind": "maps" | "filters" | "map" | "gbp" | "cam" | "diff" | "map_diff",
+     "layer": str, "version": int,          # which capture it comes from (differences: "other",
+                                            #   the second image's capture, too)
      "first": int, "shape": [n, ...],       # codes of items first .. first + n - 1, or of
      "items": [int, ...],                    #   these items, in this order, when present
      "codes": base64 uint8 (prod(shape) bytes),

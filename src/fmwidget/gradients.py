@@ -105,7 +105,7 @@ def attribution_mode(model: nn.Module) -> Iterator[list]:
     ``inplace=False``, gradients enabled. Yields a list to which callers
     append hook handles; they are removed on exit, also on an exception.
     Modes, ``requires_grad`` flags and hooks are restored by
-    :func:`fmwidget.capture.model_state`; the ``inplace`` flags here.
+    :func:`fmwidget.modelstate.model_state`; the ``inplace`` flags here.
     """
     inplace = [(m, m.inplace) for m in model.modules() if isinstance(m, nn.ReLU)]
     with model_state(model, eval_mode=True) as handles:

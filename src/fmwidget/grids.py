@@ -18,6 +18,8 @@ Map
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import codec, codes, rules
@@ -39,7 +41,7 @@ def layout(info: LayerInfo) -> dict:
     C, H, W = info.out_shape
     scale = codes.shrink_factor(H, W)
     th, tw = codes.shrunk_size(H, W, scale)
-    filters_bytes = _prod(info.weight_shape) if info.weight_shape else 0
+    filters_bytes = math.prod(info.weight_shape) if info.weight_shape else 0
     return {
         "scale": scale,
         "tile": [th, tw],
@@ -48,17 +50,11 @@ def layout(info: LayerInfo) -> dict:
     }
 
 
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
 
 def nbytes(info: LayerInfo) -> int:
     """Bytes of codes of the layer's whole maps grid and filters."""
     th, tw = layout(info)["tile"]
-    return info.out_shape[0] * th * tw + (_prod(info.weight_shape) if info.weight_shape else 0)
+    return info.out_shape[0] * th * tw + (math.prod(info.weight_shape) if info.weight_shape else 0)
 
 
 def _select(c: codes.Codes, items) -> tuple[torch.Tensor, dict]:

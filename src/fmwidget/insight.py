@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from . import attribution, capture, codes
+from . import attribution, capture
 from .rules import RANKINGS
 
-__all__ = ["RANKINGS", "channel_scores", "difference", "encode_difference", "rank"]
+__all__ = ["RANKINGS", "channel_scores", "difference", "rank"]
 
 
 def channel_scores(model, x: torch.Tensor, name: str, by: str, *, target: int | None = None, device=None) -> tuple[torch.Tensor, int | None]:
@@ -75,7 +75,3 @@ def difference(model, x1: torch.Tensor, x2: torch.Tensor, name: str, *, device=N
         )
     return a - b
 
-
-def encode_difference(diff: torch.Tensor) -> codes.Codes:
-    """A difference's codes, each channel between its own exact min and max (as maps)."""
-    return codes.encode(diff)

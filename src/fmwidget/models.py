@@ -31,7 +31,7 @@ class ResolvedModel:
     name: str
     transform: Callable | None = None
     labels: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str | dict] = field(default_factory=list)
 
 
 def _classification_names() -> list[str]:

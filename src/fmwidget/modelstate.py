@@ -96,12 +96,18 @@ class ModelError(ValueError, RuntimeError):
     together) that is also a RuntimeError, as torch's own errors are; the cause is chained."""
 
 
-def model_input(model: nn.Module, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """``x`` on ``dev`` in the model's floating dtype (float16/bfloat16/float64 models work)."""
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The model's floating dtype (its first floating parameter or buffer), or None."""
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         if tensor.is_floating_point():
-            return x.to(device=dev, dtype=tensor.dtype)
-    return x.to(dev)
+            return tensor.dtype
+    return None
+
+
+def model_input(model: nn.Module, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """``x`` on ``dev`` in the model's floating dtype (float16/bfloat16/float64 models work)."""
+    dtype = model_dtype(model)
+    return x.to(device=dev, dtype=dtype) if dtype is not None else x.to(dev)
 
 
 @contextlib.contextmanager

@@ -49,13 +49,14 @@ Limits
   inputs (about 2 s for ResNet-50's last layer at 224 px on two CPU cores): cache the result
   (a :class:`~fmwidget.scan.ScanResult` does).
 
-The model comes back exactly as it was (:func:`fmwidget.capture.model_state`): mode,
+The model comes back exactly as it was (:func:`fmwidget.modelstate.model_state`): mode,
 ``requires_grad`` flags, no hooks; parameters get no ``.grad``; the global random number
 generator is not used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import statistics
@@ -66,7 +67,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import ModelError, model_device, model_state, resolve_layer
+from .capture import ModelError, check_device, model_state, resolve_layer
+from .gradients import attribution_mode
+from .modelstate import model_input
 
 __all__ = ["ReceptiveField", "receptive_field"]
 
@@ -189,7 +192,7 @@ def receptive_field(
     samples : int, optional
         Random inputs per measured position (their nonzero gradients are united).
     device : torch.device or str, optional
-        Where to run; default the model's device.
+        The model's device (the default); fmwidget never moves the model, so another is refused.
     seed : int, optional
         Seed of the private generator of the random inputs (the result is deterministic).
 
@@ -218,7 +221,7 @@ def receptive_field(
     size = _input_size(input_size)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive int (random inputs per position); got {samples!r}.")
-    dev = torch.device(device) if device is not None else model_device(model)
+    dev = check_device(model, device)  # the model's device (the one rule, meta refused)
     gen = torch.Generator().manual_seed(int(seed))
     module = modules[layer]
 
@@ -264,13 +267,6 @@ def _input_size(value: Any) -> tuple[int, int]:
     return h, w
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.float32
-
-
 def _measure(
     model: nn.Module,
     module: nn.Module,
@@ -287,7 +283,6 @@ def _measure(
     With ``positions=None`` only the map size is found (a forward pass on one input, without
     gradients)."""
     count = 1 if positions is None else len(positions) * samples
-    x = torch.randn(count, 3, *size, generator=gen).to(device=dev, dtype=_model_dtype(model))
     kept: list[Any] = []
 
     def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
@@ -295,12 +290,13 @@ def _measure(
             kept.append(out)
             raise _Stop
 
-    with model_state(model, eval_mode=True) as handles:
-        for param in model.parameters():  # only the input's gradient is wanted; restored on exit
-            param.requires_grad_(False)
+    # Gradients (also inside the caller's inference_mode or no_grad), of the input only, with
+    # the model restored on exit; the map size alone needs none.
+    state = model_state(model, eval_mode=True) if positions is None else attribution_mode(model)
+    with state as handles:
         handles.append(module.register_forward_hook(hook))
-        grad_mode = torch.no_grad() if positions is None else torch.enable_grad()
-        with grad_mode:
+        with torch.no_grad() if positions is None else contextlib.nullcontext():
+            x = model_input(model, torch.randn(count, 3, *size, generator=gen), dev)
             x.requires_grad_(positions is not None)
             try:
                 model(x)

@@ -22,7 +22,7 @@ Stopping
     is committed (one assignment, so an interrupt never leaves half a batch in the result); the
     batch being read or run when the interrupt came is dropped, so at most ``batch_size``
     images of work are lost. In every case the model is left exactly as it was: mode,
-    ``requires_grad`` flags, no hooks (:func:`fmwidget.capture.model_state`).
+    ``requires_grad`` flags, no hooks (:func:`fmwidget.modelstate.model_state`).
 Bad items
     An item that cannot be read or preprocessed (a corrupt file, a dict or a bare label from a
     dataset, an input of another size than the first) raises at once: a ``TypeError``,
@@ -36,7 +36,6 @@ Ties and NaN
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +47,7 @@ import torch
 from torch import nn
 
 from .capture import ModelError, check_device, model_state, resolve_layer
+from .modelstate import model_dtype
 from .scanresult import ScanResult, TopImage
 from .sources import IMAGE_EXTENSIONS, load_item, open_source, unpack_item
 
@@ -304,13 +304,6 @@ def _layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
     return chosen
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype | None:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return None
-
-
 def scan(
     model: nn.Module,
     source: Any,
@@ -393,7 +386,7 @@ def scan(
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be a callable or None, got {type(fn).__name__}.")
     dev = check_device(model, device)
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     src = open_source(source)
 
     names = list(hooked)

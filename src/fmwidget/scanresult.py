@@ -293,7 +293,7 @@ class ScanResult:
                 f"images yourself and crop TopImage.box from them."
             )
         raw = unpack_item(self._src.get(int(index)), int(index))
-        x = load_item(raw, int(index), self.transform, self._src)
+        x = load_item(raw, int(index), self.transform, self._src, scanning=False)
         if tuple(x.shape[-2:]) != self.input_size:
             h, w = x.shape[-2:]
             raise ValueError(

@@ -178,8 +178,9 @@ def unpack_item(item: Any, index: int) -> Any:
     return item
 
 
-def load_item(raw: Any, index: int, transform: Callable | None, src: Source) -> torch.Tensor:
-    """Preprocess one item into a ``(1, 3, H, W)`` float32 CPU tensor; errors name the item."""
+def load_item(raw: Any, index: int, transform: Callable | None, src: Source, *, scanning: bool = True) -> torch.Tensor:
+    """Preprocess one item into a ``(1, 3, H, W)`` float32 CPU tensor; errors name the item
+    (and, while ``scanning``, say that the scan stopped there)."""
     argname = f"source[{index}]"
     if src.labels_possible and isinstance(raw, str) and "://" not in raw[:16] \
             and raw[:5].lower() != "data:" and not Path(raw).expanduser().exists():
@@ -192,6 +193,8 @@ def load_item(raw: Any, index: int, transform: Callable | None, src: Source) -> 
     try:
         return model_input(raw, transform, argname=argname)
     except (TypeError, ValueError, OSError) as err:
+        if not scanning:  # re-read after the scan (a patch): the plain error
+            raise
         message = f"{err} [The scan stopped at {argname} and kept nothing: {src.fix}.]"
         kind = type(err) if type(err) in _REBUILDABLE else (
             TypeError if isinstance(err, TypeError) else ValueError

@@ -100,13 +100,12 @@ def test_images_compare_sort_and_scan(jupyter_server, browser, artifacts):
     expect(page.locator(".fmw-order-note")).to_contain_text("Sorted by max activation")
     canvas = page.locator(".fmw-maps-view canvas.fmw-grid")
     box = canvas.bounding_box()
-    zoom, cols = int(canvas.get_attribute("data-zoom")), int(canvas.get_attribute("data-cols"))
+    cols = int(canvas.get_attribute("data-cols"))
     tile = (box["width"] - 2) / cols
     page.mouse.move(box["x"] + 2 + tile / 2, box["y"] + 2 + tile / 2)
     expect(page.locator(".fmw-hover-label")).to_contain_text("(rank 1)")
     page.locator(".fmw-root").screenshot(path=str(artifacts / f"{app}_sorted.png"))
     page.mouse.move(0, 0)
-    assert zoom >= 1
 
     # 4) scan a set of images, and stop it from the widget while the cell runs
     _run_unawaited(page, 1)
