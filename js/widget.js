@@ -151,8 +151,19 @@ function render({ model, el }) {
   }
 
   ctx.on("layer channel view norm cmap page page_size in_page image_index compare sort _layers _images _versions _header _ranking _attrib _input_png _top _status", update);
-  // New data is drawn as it arrives (it is what the selection waits for), not a frame later.
-  ctx.cleanup(store.subscribe(() => update()));
+  // New data is drawn as it arrives (it is what the selection waits for), not a frame later:
+  // once per message (a side-view answer sets _map and _filters together), in a microtask.
+  let arrived = false;
+  let alive = true;
+  ctx.cleanup(() => { alive = false; });
+  ctx.cleanup(store.subscribe(() => {
+    if (arrived) return;
+    arrived = true;
+    queueMicrotask(() => {
+      arrived = false;
+      if (alive) update();
+    });
+  }));
   // Redraw when the widget's width changes (grids use the width they have).
   let width = 0;
   const resize = new ResizeObserver(() => {

@@ -127,7 +127,7 @@ class Answers:
             return  # the order shown already: the page is the browser's (or the user's) choice
         self._ranking = self._rankings[key]
         with self._adjusting():  # a new order: the selected channel stays in view, on its page
-            self.page = min(self._position(self.channel) // self.page_size, self._page_count(info) - 1)
+            self.page = self._channel_page(info)
 
     def _compared(self, info: capture.LayerInfo) -> dict:
         """The second image's data and the difference, for the current selection (compare)."""
@@ -139,8 +139,8 @@ class Answers:
             raise _CompareError(f"compare: the model failed on image {self.compare}: {err}") from err
         self._versions = self._versions_json()  # its capture is kept now: the browser can say so
         items = self._items(info, "maps") if self.view == "maps" else range(self.channel, self.channel + 1)
-        key = [self._version, other, self.view, info.name, [items.start, items.stop] if isinstance(items, range) else list(items)]
-        if self._compare.get("key") == key:
+        held = self._compare.get("diff" if self.view == "maps" else "map_diff", {})
+        if self._holds(held, self._version, info.name, items, other):  # its difference says it all
             return self._compare
         b_info = cap.info(info.name) if info.name in cap.names else None
         if b_info is None or b_info.out_shape != info.out_shape:
@@ -149,7 +149,7 @@ class Answers:
                 f"{'no map' if b_info is None else 'a map of shape ' + str(b_info.out_shape)}, image "
                 f"{self.image_index} one of {info.out_shape}; compare images of one size."
             )
-        return {"key": key, "other": other, **self._compare_payloads(info, cap, other, items)}
+        return self._compare_payloads(info, cap, other, items)
 
     def _compare_payloads(self, info: capture.LayerInfo, cap: capture.Capture, other: int, items) -> dict:
         """The second image's payload and the difference's, for ``items`` (maps view: a grid;

@@ -338,13 +338,21 @@ class ExplorerAPI:
             "labels": [item.label for item in self._gallery.items], "image_index": self.image_index,
             "compare": self.compare, "norm_choice": self.norm, "cmap_choice": self.cmap,
         }
+        # whole blocks: the answer held in a trait when it is one, else built for the picture
         if self.view == "maps":
-            snap["maps"] = grids.maps_payload(self._cap, info, self._version, range(info.out_shape[0]))
+            whole = range(info.out_shape[0])
+            held = self._holds(self._maps, self._version, info.name, whole)
+            snap["maps"] = self._maps if held else grids.maps_payload(self._cap, info, self._version, whole)
         if info.weight_shape and self.view != "maps":
-            weight = capture.weight(self._model, info.name)
-            snap["filters"] = grids.filters_payload(weight, info, self._weights_version, range(info.weight_shape[0]), bgr=self._bgr)
+            whole = range(info.weight_shape[0])
+            if self._holds(self._filters, self._weights_version, info.name, whole):
+                snap["filters"] = self._filters
+            else:
+                weight = capture.weight(self._model, info.name)
+                snap["filters"] = grids.filters_payload(weight, info, self._weights_version, whole, bgr=self._bgr)
         if self.view == "side":
-            snap["map"] = grids.map_payload(self._cap, info, self._version, self.channel)
+            held = self._holds(self._map, self._version, info.name, range(self.channel, self.channel + 1))
+            snap["map"] = self._map if held else grids.map_payload(self._cap, info, self._version, self.channel)
             snap["input"] = preprocess.display_image(self._x, self._transform)
         if self.compare >= 0 and self.compare != self.image_index and self.view != "filters":
             snap["compare_data"] = self._compare_snapshot(info)
@@ -360,6 +368,9 @@ class ExplorerAPI:
         """The second image's payload and the difference, whole, for save_png."""
         other, cap = self._gallery.capture(self.compare, protect={self.image_index})
         items = range(info.out_shape[0]) if self.view == "maps" else range(self.channel, self.channel + 1)
+        held = self._compare.get("diff" if self.view == "maps" else "map_diff", {})
+        if self._holds(held, self._version, info.name, items, other):
+            return self._compare
         return self._compare_payloads(info, cap, other, items)
 
     def close(self) -> None:

@@ -305,6 +305,11 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
             count = info.weight_shape[0]
         return max(1, -(-count // self.page_size))
 
+    def _channel_page(self, info: capture.LayerInfo | None = None) -> int:
+        """The page showing the selected channel in the shown order (within the page count)."""
+        info = info or self._info()
+        return min(self._position(self.channel) // self.page_size, self._page_count(info) - 1)
+
     # ---------------------------------------------------------------- reactions
     @observe("image_index")
     def _on_image(self, change: Any) -> None:
@@ -328,7 +333,7 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
             info = self._info()
             if self.channel >= info.out_shape[0]:
                 self.channel = 0
-            self.page = min(self._position(self.channel) // self.page_size, self._page_count(info) - 1)
+            self.page = self._channel_page(info)
             if change["name"] == "layer":
                 self.in_page = 0
         self._answer()
@@ -347,7 +352,7 @@ class FeatureMapExplorer(ExplorerAPI, Answers, Messages, anywidget.AnyWidget):
     def _on_page(self, change: Any) -> None:
         if change["name"] == "sort" and self._ready and self.sort == "channel":
             with self._adjusting():  # back in channel order: the selected channel's page
-                self.page = min(self.channel // self.page_size, self._page_count() - 1)
+                self.page = self._channel_page()
         self._answer()
 
     @contextlib.contextmanager

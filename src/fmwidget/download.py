@@ -45,8 +45,8 @@ def _opener_for(url: str) -> urllib.request.OpenerDirector:
 def fetch(url: str, argname: str, timeout: float, limit: int) -> tuple[bytes, str]:
     """Fetch ``url`` within ``timeout`` seconds and ``limit`` bytes; return (data, content type).
 
-    The limits are :data:`fmwidget.loading.URL_TIMEOUT_S` and ``MAX_DOWNLOAD_BYTES``, read
-    when called.
+    The caller passes the limits (:mod:`fmwidget.loading` passes its ``URL_TIMEOUT_S`` and
+    ``MAX_DOWNLOAD_BYTES``).
     """
     timeout, limit = float(timeout), int(limit)
     fix = "Check the address and your connection, or download the image and pass its path."
