@@ -45,8 +45,8 @@ Limits
 * A layer whose output has no gradient (the model detaches it, or it runs under
   ``torch.no_grad()`` inside ``forward``) gets the whole input as its box, with
   :attr:`ReceptiveField.measured` False and the reason in :attr:`ReceptiveField.note`.
-* Costs one forward pass up to the layer and one backward pass on ``4 * samples`` random
-  inputs (about 2 s for ResNet-50's last layer at 224 px on two CPU cores): cache the result
+* Costs a forward pass up to the layer on one random input (for the map size), then one
+  forward and one backward pass on ``4 * samples`` random inputs (about 2 s for ResNet-50's last layer at 224 px on two CPU cores): cache the result
   (a :class:`~fmwidget.scan.ScanResult` does).
 
 The model comes back exactly as it was (:func:`fmwidget.modelstate.model_state`): mode,

@@ -165,7 +165,7 @@ class ScanResult:
         """The images where ``channel`` of ``layer`` fires most, best first.
 
         The first call for a layer measures its receptive field (for the boxes) with the model:
-        one forward and backward pass on a few random inputs (:mod:`fmwidget.receptive`),
+        forward and backward passes on a few random inputs (:mod:`fmwidget.receptive`),
         cached in this result.
 
         Parameters
